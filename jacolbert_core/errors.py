@@ -27,6 +27,8 @@ def require_text_list(texts: object, what: str) -> list[str]:
         texts = [texts]
     if not isinstance(texts, (list, tuple)):
         raise TypeError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
+    if not texts:
+        raise ValueError(f"{what} is an empty list; pass at least one text")
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{what}[{i}] must be a string, got {type(text).__name__}")

@@ -107,8 +107,9 @@ def make_tiny_checkpoint(
     """Write a small random BERT in the Stanford-ColBERT layout and return its directory.
 
     ``architecture="BertModel"`` reproduces the config.json of answerdotai/JaColBERTv2.4/2.5.
-    ``residual_scale < 1`` shrinks every residual branch so outputs stay close to their token
-    embeddings: scores then have realistic, peaked gaps instead of a random model's flat ones.
+    ``residual_scale < 1`` shrinks every residual branch and the position/type embeddings so
+    outputs stay close to their word embeddings: MaxSim then behaves like lexical matching,
+    with realistic, peaked score gaps instead of a random model's flat ones.
     """
     import torch
     from safetensors.torch import save_file
@@ -135,8 +136,12 @@ def make_tiny_checkpoint(
                 param.fill_(1.0 if name.endswith("weight") else 0.0)
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-                if ".output.dense." in name:  # both residual branches of every layer
-                    param.mul_(residual_scale)
+                if (
+                    ".output.dense." in name
+                    or "position_embeddings" in name
+                    or "token_type" in name
+                ):
+                    param.mul_(residual_scale)  # residual branches and non-lexical embeddings
     linear = torch.randn(dim, hidden_size, generator=generator) * hidden_size**-0.5
     state = {f"bert.{k}": v.contiguous() for k, v in bert.state_dict().items()}
     state["linear.weight"] = linear

@@ -82,7 +82,9 @@ def load(name_or_path: str | Path, revision: str | None = None, **overrides: Any
     if (path / "modules.json").is_file() and _dense_dir(path) is not None:
         return _load_pylate(path, overrides)
     linear = _read_tensor(path, LINEAR_KEY)
-    metadata = _read_json(path / "artifact.metadata") if (path / "artifact.metadata").is_file() else {}
+    metadata = (
+        _read_json(path / "artifact.metadata") if (path / "artifact.metadata").is_file() else {}
+    )
     if linear is not None or metadata:
         if linear is None:
             raise CheckpointError(
@@ -92,9 +94,9 @@ def load(name_or_path: str | Path, revision: str | None = None, **overrides: Any
         fmt: CheckpointFormat = "stanford"
     else:
         fmt = "hf"
-    if "query_length" not in overrides and "jacolbert_query_length" not in metadata:
-        if DYNAMIC_QUERY_MODELS.search(f"{name_or_path} {path}"):
-            overrides["query_length"] = "dynamic"
+    recorded = "query_length" in overrides or "jacolbert_query_length" in metadata
+    if not recorded and DYNAMIC_QUERY_MODELS.search(f"{name_or_path} {path}"):
+        overrides["query_length"] = "dynamic"  # JaColBERTv2.4/2.5 were trained and evaluated so
     if linear is not None:
         overrides.setdefault("dim", linear.shape[0])
     encoding = EncodingConfig.from_metadata(metadata, **overrides)
@@ -131,7 +133,9 @@ def _load_backbone(path: Path) -> torch.nn.Module:
     try:
         model = AutoModel.from_pretrained(str(path), dtype=torch.float32)
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"could not load the transformer weights of {path}: {error}") from error
+        raise CheckpointError(
+            f"could not load the transformer weights of {path}: {error}"
+        ) from error
     finally:
         hf_logging.set_verbosity(previous)
         if bar_enabled:
@@ -215,7 +219,7 @@ def _read_tensor_from(file: Path, key: str) -> torch.Tensor | None:
         from safetensors import safe_open
 
         with safe_open(str(file), framework="pt") as handle:
-            return handle.get_tensor(key).float() if key in handle.keys() else None
+            return handle.get_tensor(key).float() if key in handle.keys() else None  # noqa: SIM118
     state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     tensor = state.get(key)
     return None if tensor is None else tensor.float()

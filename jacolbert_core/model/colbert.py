@@ -99,13 +99,20 @@ class ColBERT(torch.nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         prefix = getattr(self.backbone, "base_model_prefix", "bert") or "bert"
-        state = {f"{prefix}.{k}": v.detach().cpu().contiguous() for k, v in self.backbone.state_dict().items()}
+        state = {
+            f"{prefix}.{k}": v.detach().cpu().contiguous()
+            for k, v in self.backbone.state_dict().items()
+        }
         state["linear.weight"] = self.linear.weight.detach().cpu().contiguous()
         save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
-        self.backbone.config.save_pretrained(directory)
+        config = self.backbone.config.to_dict()
+        config["architectures"] = ["HF_ColBERT"]  # how PyLate recognises the Stanford layout
+        (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
         self.tokenizer.hf.save_pretrained(directory)
         metadata = self.config.to_metadata()
-        (directory / "artifact.metadata").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+        (directory / "artifact.metadata").write_text(
+            json.dumps(metadata, indent=2), encoding="utf-8"
+        )
         return directory
 
     # -- differentiable forward passes (training uses these directly) -------------------------

@@ -10,7 +10,8 @@ import numpy as np
 def maxsim(query: np.ndarray, documents: Sequence[np.ndarray]) -> np.ndarray:
     """score(q, d) = sum over query vectors of the max dot product with d's vectors.
 
-    ``query`` is [q, dim]; each document is [n_i, dim] with n_i >= 1. Returns float32 [len(documents)].
+    ``query`` is [q, dim]; each document is [n_i, dim] with n_i >= 1.
+    Returns float32 [len(documents)].
     """
     if not documents:
         return np.zeros(0, dtype=np.float32)

@@ -71,6 +71,10 @@ class ColBERTTokenizer:
             return self.fast.encode(texts)
         return self.hf(texts, add_special_tokens=False)["input_ids"]
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Model tokens per text (no special tokens): the unit chunking budgets in."""
+        return [len(ids) for ids in self.token_ids(texts, prefix="")]
+
     def _wrap(self, ids: list[int], limit: int, marker: int) -> list[int]:
         wrapped = [self.cls_id, *ids[: limit - 2], self.sep_id]
         wrapped[1] = marker

@@ -6,7 +6,6 @@ import json
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,7 +49,10 @@ def test_dynamic_query_length_in_batches(tiny_checkpoint):
     n_short = len(model.tokenizer.token_ids([short])[0]) + 2
     n_long = len(model.tokenizer.token_ids([long])[0]) + 2
     together = model.encode_queries([short, long])
-    assert [len(v) for v in together] == [dynamic_query_length(n_short), dynamic_query_length(n_long)]
+    assert [len(v) for v in together] == [
+        dynamic_query_length(n_short),
+        dynamic_query_length(n_long),
+    ]
     alone = model.encode_queries([short])[0]
     np.testing.assert_allclose(together[0], alone, atol=1e-5)
 
@@ -120,7 +122,9 @@ def test_bert_model_architecture_and_save_round_trip(tmp_path, tiny_model, corpu
     saved = tiny_model.save_pretrained(tmp_path / "saved")
     assert json.loads((saved / "artifact.metadata").read_text())["dim"] == tiny_model.config.dim
     reloaded = ColBERT.from_pretrained(saved, device="cpu")
-    for a, b in zip(tiny_model.encode_documents(texts), reloaded.encode_documents(texts), strict=True):
+    for a, b in zip(
+        tiny_model.encode_documents(texts), reloaded.encode_documents(texts), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     config = json.loads((saved / "config.json").read_text())
     config["architectures"] = ["BertModel"]
@@ -138,28 +142,43 @@ def test_pylate_layout_loads_with_its_settings(tmp_path, tiny_checkpoint, tiny_m
     state = {k: v.contiguous() for k, v in tiny_model.backbone.state_dict().items()}
     save_file(state, str(path / "model.safetensors"))
     (path / "1_Dense").mkdir()
-    save_file({"linear.weight": tiny_model.linear.weight.detach().clone()}, str(path / "1_Dense/model.safetensors"))
+    save_file(
+        {"linear.weight": tiny_model.linear.weight.detach().clone()},
+        str(path / "1_Dense/model.safetensors"),
+    )
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
     ]
     (path / "modules.json").write_text(json.dumps(modules))
-    settings = {"query_prefix": "[unused0]", "document_prefix": "[unused1]", "query_length": 24,
-                "document_length": 100, "attend_to_expansion_tokens": False}
+    settings = {
+        "query_prefix": "[unused0]",
+        "document_prefix": "[unused1]",
+        "query_length": 24,
+        "document_length": 100,
+        "attend_to_expansion_tokens": False,
+    }
     (path / "config_sentence_transformers.json").write_text(json.dumps(settings))
     model = ColBERT.from_pretrained(path, device="cpu")
     assert (model.config.query_maxlen, model.config.doc_maxlen) == (24, 100)
     text = "味噌汁の作り方を教えてください。"
-    np.testing.assert_allclose(model.encode_documents(text)[0], tiny_model.encode_documents(text)[0], atol=1e-6)
+    np.testing.assert_allclose(
+        model.encode_documents(text)[0], tiny_model.encode_documents(text)[0], atol=1e-6
+    )
 
 
-def test_plain_encoder_gets_an_untrained_projection_with_a_warning(tmp_path, tiny_checkpoint, tiny_model):
+def test_plain_encoder_gets_an_untrained_projection_with_a_warning(
+    tmp_path, tiny_checkpoint, tiny_model
+):
     from safetensors.torch import save_file
 
     path = tmp_path / "plain"
     shutil.copytree(tiny_checkpoint, path)
     (path / "artifact.metadata").unlink()
-    save_file({k: v.contiguous() for k, v in tiny_model.backbone.state_dict().items()}, str(path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in tiny_model.backbone.state_dict().items()},
+        str(path / "model.safetensors"),
+    )
     with pytest.warns(UserWarning, match="untrained"):
         model = ColBERT.from_pretrained(path, device="cpu", dim=16)
     assert model.encode_documents("テスト文書です。")[0].shape[1] == 16
@@ -170,7 +189,10 @@ def test_metadata_without_projection_is_refused(tmp_path, tiny_checkpoint, tiny_
 
     path = tmp_path / "broken"
     shutil.copytree(tiny_checkpoint, path)
-    save_file({k: v.contiguous() for k, v in tiny_model.backbone.state_dict().items()}, str(path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in tiny_model.backbone.state_dict().items()},
+        str(path / "model.safetensors"),
+    )
     with pytest.raises(CheckpointError, match="linear.weight"):
         ColBERT.from_pretrained(path, device="cpu")
 

@@ -1,0 +1,426 @@
+"""ColBERTv2 / PLAID residual codec: nearest centroid plus an n-bit residual per dimension.
+
+A token vector ``x`` is stored as the id of its nearest centroid ``c`` (max inner product)
+and, for every dimension, the index of the quantile bucket that ``x - c`` falls into.
+Reconstruction is ``normalise(c + bucket_weights[bucket])``.
+
+Bit layout (identical to colbert-ai 0.2.22, so indexes can be exchanged): for every
+dimension, in dimension order, the bucket index is written as ``nbits`` bits, least
+significant bit first; the resulting bit sequence of one vector is packed with
+``np.packbits`` (first bit in the most significant position of each byte). A vector
+therefore takes ``dim * nbits // 8`` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ResidualCodec", "default_num_centroids"]
+
+FORMAT_NAME = "jacolbert-residual-codec"
+FORMAT_VERSION = 1
+SUPPORTED_NBITS = (1, 2, 4)
+
+_COMPRESS_CHUNK = 1 << 13  # vectors per compress/decompress chunk (cache-sized blocks)
+_ASSIGN_BUDGET = 1 << 25  # float32 scores per assignment chunk (128 MiB)
+_MAX_HELDOUT = 50_000  # the reference caps the held-out split here too
+_MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure on all rows
+_ARRAY_FILES = ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")
+
+
+def default_num_centroids(n_vectors: int) -> int:
+    """PLAID's centroid count: ``2**floor(log2(16 * sqrt(n)))``, clamped to ``[1, n]``."""
+    n = int(n_vectors)
+    if n < 1:
+        raise ValueError(f"n_vectors must be >= 1, got {n_vectors}")
+    k = 2 ** int(math.floor(math.log2(16.0 * math.sqrt(n))))
+    return max(1, min(k, n))
+
+
+def _as_vectors(vectors: object, dim: int | None = None, name: str = "vectors") -> np.ndarray:
+    """Validate a 2-D floating array (``dim`` columns if given) and return it as float32."""
+    arr = np.asarray(vectors)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array [n, dim], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name} must have a floating dtype (float32 expected), got {arr.dtype}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} have dim {arr.shape[1]}, but the codec was built for dim {dim}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _check_nbits(nbits: int) -> int:
+    if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)):
+        raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits!r}")
+    if int(nbits) not in SUPPORTED_NBITS:
+        raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits}")
+    return int(nbits)
+
+
+def _check_dim(dim: int) -> None:
+    if dim < 8 or dim % 8:
+        raise ValueError(f"vector dim must be a positive multiple of 8, got {dim}")
+
+
+def _l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in place (rows of norm < eps are divided by eps)."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    np.maximum(norms, eps, out=norms)
+    x /= norms[:, None]
+    return x
+
+
+def _bit_reverse_table(nbits: int) -> np.ndarray:
+    """``rev[b]`` = ``b`` with its ``nbits`` bits in reverse order (LSB-first <-> MSB-first)."""
+    values = np.arange(1 << nbits, dtype=np.uint8)
+    rev = np.zeros_like(values)
+    for bit in range(nbits):
+        rev |= ((values >> bit) & 1) << (nbits - 1 - bit)
+    return rev
+
+
+def _frozen(arr: np.ndarray, dtype: type, name: str, ndim: int) -> np.ndarray:
+    out = np.array(arr, dtype=dtype, copy=True, order="C")
+    if out.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {out.shape}")
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ResidualCodec:
+    """Centroids and residual buckets shared by every segment of an index.
+
+    Attributes:
+        centroids: ``[C, D]`` float32, L2-normalised k-means centroids.
+        bucket_cutoffs: ``[2**nbits - 1]`` float32, ascending; a residual coordinate ``r`` goes
+            to bucket ``#{cutoffs < r}`` (``torch.bucketize`` with ``right=False``).
+        bucket_weights: ``[2**nbits]`` float32, the value each bucket decodes to.
+        avg_residual: ``[D]`` float32, mean absolute held-out residual per dimension
+            (informational; colbert-ai saves only its mean as ``avg_residual.pt``).
+        nbits: bits per dimension, 1, 2 or 4.
+    """
+
+    centroids: np.ndarray
+    bucket_cutoffs: np.ndarray
+    bucket_weights: np.ndarray
+    avg_residual: np.ndarray
+    nbits: int
+    _pack_shifts: np.ndarray = field(init=False, repr=False, compare=False)
+    _bit_reverse: np.ndarray = field(init=False, repr=False, compare=False)
+    _byte_table: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        nbits = _check_nbits(self.nbits)
+        centroids = _frozen(self.centroids, np.float32, "centroids", 2)
+        n_centroids, dim = centroids.shape
+        if n_centroids < 1:
+            raise ValueError("centroids must contain at least one row")
+        _check_dim(dim)
+        cutoffs = _frozen(self.bucket_cutoffs, np.float32, "bucket_cutoffs", 1)
+        weights = _frozen(self.bucket_weights, np.float32, "bucket_weights", 1)
+        avg = _frozen(np.atleast_1d(self.avg_residual), np.float32, "avg_residual", 1)
+        if avg.shape == (1,):  # a reference-style scalar: broadcast it over dimensions
+            avg = np.full(dim, avg[0], dtype=np.float32)
+            avg.setflags(write=False)
+        if cutoffs.shape != ((1 << nbits) - 1,):
+            raise ValueError(
+                f"bucket_cutoffs must have {(1 << nbits) - 1} entries for nbits={nbits}, "
+                f"got shape {cutoffs.shape}"
+            )
+        if weights.shape != (1 << nbits,):
+            raise ValueError(
+                f"bucket_weights must have {1 << nbits} entries for nbits={nbits}, "
+                f"got shape {weights.shape}"
+            )
+        if np.any(np.diff(cutoffs) < 0):
+            raise ValueError("bucket_cutoffs must be sorted in ascending order")
+        if avg.shape != (dim,):
+            raise ValueError(f"avg_residual must have shape ({dim},), got {avg.shape}")
+
+        per_byte = 8 // nbits
+        # Dimension j of a byte group sits at bit offset 8 - nbits * (j + 1) (MSB first).
+        shifts = (8 - nbits * (np.arange(per_byte) + 1)).astype(np.uint8)
+        rev = _bit_reverse_table(nbits)
+        # Byte value -> the bucket weights of the 8 // nbits dimensions it holds.
+        byte_values = np.arange(256, dtype=np.uint8)[:, None]
+        buckets = rev[(byte_values >> shifts[None, :]) & ((1 << nbits) - 1)]
+        table = np.ascontiguousarray(weights[buckets])
+        for arr in (shifts, rev, table):
+            arr.setflags(write=False)
+
+        set_ = object.__setattr__
+        set_(self, "nbits", nbits)
+        set_(self, "centroids", centroids)
+        set_(self, "bucket_cutoffs", cutoffs)
+        set_(self, "bucket_weights", weights)
+        set_(self, "avg_residual", avg)
+        set_(self, "_pack_shifts", shifts)
+        set_(self, "_bit_reverse", rev)
+        set_(self, "_byte_table", table)
+
+    def __repr__(self) -> str:
+        return (
+            f"ResidualCodec(num_centroids={self.num_centroids}, dim={self.dim}, nbits={self.nbits})"
+        )
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension D."""
+        return int(self.centroids.shape[1])
+
+    @property
+    def num_centroids(self) -> int:
+        """Number of centroids C."""
+        return int(self.centroids.shape[0])
+
+    @property
+    def bytes_per_vector(self) -> int:
+        """Packed residual bytes per vector (the centroid code is stored separately)."""
+        return self.dim * self.nbits // 8
+
+    # ------------------------------------------------------------------ training
+
+    @classmethod
+    def train(
+        cls,
+        sample: np.ndarray,
+        nbits: int = 2,
+        n_centroids: int | None = None,
+        *,
+        heldout_fraction: float = 0.05,
+        kmeans_iters: int = 20,
+        seed: int = 0,
+    ) -> ResidualCodec:
+        """Fit centroids and residual buckets on a sample of token vectors, as ColBERTv2.
+
+        The sample is shuffled with ``seed`` and ``heldout_fraction`` of it (at most 50,000
+        rows: ``np.random.default_rng(seed).permutation(n)[n - n_heldout:]``) is held out;
+        faiss k-means runs on the rest and its centroids are L2-normalised. Residuals of the
+        held-out vectors give the bucket cut-offs (quantiles ``i / 2**nbits``), the bucket weights
+        (quantiles ``(i + 0.5) / 2**nbits``) over all coordinates, and ``avg_residual``.
+
+        Tiny samples (where the reference fails with fewer rows than centroids) work: when
+        fewer than 32 rows would be held out, nothing is held out (k-means and statistics use
+        every row), and the centroid count is clamped to the training rows. A small collection
+        indexed with its own codec is then reconstructed closely (exactly when every vector
+        is a centroid) rather than one unlucky held-out row setting large buckets for all.
+
+        Args:
+            sample: ``[n, D]`` float vectors (L2-normalised token embeddings), ``n >= 1``.
+            nbits: bits per dimension (1, 2 or 4).
+            n_centroids: number of centroids; defaults to ``default_num_centroids(n)``.
+                Clamped to the number of training rows.
+            heldout_fraction: fraction of rows held out for the residual statistics, in [0, 1).
+            kmeans_iters: k-means iterations.
+            seed: seed for the shuffle and faiss k-means; training is deterministic given it.
+        """
+        nbits = _check_nbits(nbits)
+        x = _as_vectors(sample, name="sample")
+        n, dim = x.shape
+        if n == 0:
+            raise ValueError("cannot train a codec on an empty sample")
+        _check_dim(dim)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("sample contains NaN or infinite values")
+        if not 0.0 <= heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+        if kmeans_iters < 1:
+            raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters}")
+        if n_centroids is not None and int(n_centroids) < 1:
+            raise ValueError(f"n_centroids must be >= 1, got {n_centroids}")
+
+        n_heldout = min(int(heldout_fraction * n), _MAX_HELDOUT)
+        if n_heldout < _MIN_HELDOUT:
+            n_heldout = 0
+        x = x[np.random.default_rng(seed).permutation(n)]
+        train_x, heldout = x[: n - n_heldout], x[n - n_heldout :]
+        k = default_num_centroids(n) if n_centroids is None else int(n_centroids)
+        k = min(k, len(train_x))
+
+        centroids = _kmeans(train_x, k, kmeans_iters, seed)
+        stats_x = heldout if len(heldout) else train_x
+        provisional = cls(
+            centroids=centroids,
+            bucket_cutoffs=np.zeros((1 << nbits) - 1, np.float32),
+            bucket_weights=np.zeros(1 << nbits, np.float32),
+            avg_residual=np.zeros(dim, np.float32),
+            nbits=nbits,
+        )
+        residuals = stats_x - provisional.centroids[provisional.assign(stats_x)]
+        n_buckets = 1 << nbits
+        levels = np.arange(n_buckets, dtype=np.float64) / n_buckets
+        flat = residuals.ravel()
+        cutoffs = np.quantile(flat, levels[1:]).astype(np.float32)
+        weights = np.quantile(flat, levels + 0.5 / n_buckets).astype(np.float32)
+        avg_residual = np.abs(residuals).mean(axis=0, dtype=np.float64).astype(np.float32)
+        return cls(
+            centroids=provisional.centroids,
+            bucket_cutoffs=cutoffs,
+            bucket_weights=weights,
+            avg_residual=avg_residual,
+            nbits=nbits,
+        )
+
+    # ------------------------------------------------------------------ encoding
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """Index of the nearest centroid (max inner product, first on ties), int32 ``[n]``."""
+        x = _as_vectors(vectors, self.dim)
+        codes = np.empty(len(x), dtype=np.int32)
+        step = max(1, _ASSIGN_BUDGET // self.num_centroids)
+        centroids_t = self.centroids.T
+        for start in range(0, len(x), step):
+            scores = x[start : start + step] @ centroids_t
+            codes[start : start + step] = scores.argmax(axis=1)
+        return codes
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encode vectors as ``(codes int32 [n], residuals uint8 [n, D * nbits // 8])``."""
+        x = _as_vectors(vectors, self.dim)
+        n = len(x)
+        codes = self.assign(x)
+        packed = np.empty((n, self.bytes_per_vector), dtype=np.uint8)
+        for start in range(0, n, _COMPRESS_CHUNK):
+            stop = min(start + _COMPRESS_CHUNK, n)
+            residual = x[start:stop] - np.take(self.centroids, codes[start:stop], axis=0)
+            packed[start:stop] = self._pack(self._bucketize(residual))
+        return codes, packed
+
+    def _bucketize(self, residual: np.ndarray) -> np.ndarray:
+        """Bucket index per coordinate: number of cut-offs strictly below the value."""
+        buckets = np.zeros(residual.shape, dtype=np.uint8)
+        above = np.empty(residual.shape, dtype=bool)
+        for cutoff in self.bucket_cutoffs:  # at most 15 passes: faster than searchsorted
+            np.greater(residual, cutoff, out=above)
+            buckets += above
+        return buckets
+
+    def _pack(self, buckets: np.ndarray) -> np.ndarray:
+        """Pack ``[m, D]`` bucket indices into the reference bit layout, ``[m, D*nbits/8]``."""
+        per_byte = 8 // self.nbits
+        if self.nbits > 1:
+            buckets = np.take(self._bit_reverse, buckets)
+        groups = buckets.reshape(len(buckets), -1, per_byte)
+        out = groups[:, :, 0] << self._pack_shifts[0]
+        for j in range(1, per_byte):
+            out |= groups[:, :, j] << self._pack_shifts[j]
+        return out
+
+    # ------------------------------------------------------------------ decoding
+
+    def decompress_residuals(self, residuals: np.ndarray) -> np.ndarray:
+        """Decode packed residuals to their bucket weights, float32 ``[n, D]``."""
+        packed = self._check_packed(residuals)
+        return np.take(self._byte_table, packed, axis=0).reshape(len(packed), self.dim)
+
+    def decompress(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """Reconstruct ``normalise(centroids[codes] + bucket_weights[buckets])``, float32."""
+        codes_arr = np.asarray(codes)
+        packed = self._check_packed(residuals)
+        if codes_arr.ndim != 1 or len(codes_arr) != len(packed):
+            raise ValueError(
+                f"codes must be 1-D with one entry per residual row ({len(packed)}), "
+                f"got shape {codes_arr.shape}"
+            )
+        if not np.issubdtype(codes_arr.dtype, np.integer):
+            raise ValueError(f"codes must be integers, got dtype {codes_arr.dtype}")
+        if len(codes_arr) and (codes_arr.min() < 0 or codes_arr.max() >= self.num_centroids):
+            raise ValueError(f"codes must lie in [0, {self.num_centroids}), got out-of-range ids")
+        n = len(packed)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        for start in range(0, n, _COMPRESS_CHUNK):
+            stop = min(start + _COMPRESS_CHUNK, n)
+            # np.take is several times faster than fancy indexing for these gathers.
+            block = np.take(self._byte_table, packed[start:stop], axis=0)
+            block = block.reshape(stop - start, self.dim)
+            block += np.take(self.centroids, codes_arr[start:stop], axis=0)
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+            np.maximum(norms, 1e-12, out=norms)
+            np.divide(block, norms[:, None], out=out[start:stop])
+        return out
+
+    def _check_packed(self, residuals: np.ndarray) -> np.ndarray:
+        packed = np.asarray(residuals)
+        if packed.dtype != np.uint8:
+            raise ValueError(f"residuals must be uint8 packed bytes, got dtype {packed.dtype}")
+        if packed.ndim != 2 or packed.shape[1] != self.bytes_per_vector:
+            raise ValueError(
+                f"residuals must have shape [n, {self.bytes_per_vector}] "
+                f"(dim {self.dim} x {self.nbits} bits / 8), got {packed.shape}"
+            )
+        return packed
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: Path | str) -> None:
+        """Write ``codec.json`` and one ``.npy`` per array into ``directory`` (no pickles)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in _ARRAY_FILES:
+            np.save(directory / f"{name}.npy", getattr(self, name), allow_pickle=False)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "nbits": self.nbits,
+            "dim": self.dim,
+            "num_centroids": self.num_centroids,
+        }
+        (directory / "codec.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path | str) -> ResidualCodec:
+        """Read a codec written by :meth:`save`."""
+        directory = Path(directory)
+        meta_path = directory / "codec.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"no codec.json in {directory}; was the codec saved there?")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(f"{meta_path} is not a {FORMAT_NAME} file")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path} has codec format version {meta.get('version')}, "
+                f"this jacolbert reads version {FORMAT_VERSION}"
+            )
+        arrays = {
+            name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in _ARRAY_FILES
+        }
+        codec = cls(nbits=meta["nbits"], **arrays)
+        if codec.dim != meta["dim"] or codec.num_centroids != meta["num_centroids"]:
+            raise ValueError(
+                f"{directory}: arrays disagree with codec.json (dim {codec.dim} vs "
+                f"{meta['dim']}, centroids {codec.num_centroids} vs {meta['num_centroids']})"
+            )
+        return codec
+
+
+def _kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+    """faiss k-means on ``x`` with ``k <= len(x)`` clusters; returns normalised centroids."""
+    import faiss
+
+    if k == len(x):
+        # Every point is its own cluster; faiss would only shuffle them.
+        centroids = x.copy()
+    else:
+        kmeans = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=iters,
+            seed=seed,
+            spherical=True,
+            verbose=False,
+            # Small samples are fine (faiss would warn); above 256 points per centroid faiss
+            # trains on a seeded random subset, which bounds the time as in the reference.
+            min_points_per_centroid=1,
+        )
+        kmeans.train(x)
+        centroids = np.array(kmeans.centroids, dtype=np.float32)
+    return _l2_normalise(centroids)

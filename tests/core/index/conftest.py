@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jacolbert_core import ColBERT
+from jacolbert_core.index.index import Index
+from jacolbert_core.testing import make_tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def peaked_model(tmp_path_factory: pytest.TempPathFactory) -> ColBERT:
+    """A tiny model whose scores behave like lexical matching (realistic score gaps)."""
+    path = make_tiny_checkpoint(
+        tmp_path_factory.mktemp("peaked") / "ckpt", residual_scale=0.05, seed=3
+    )
+    return ColBERT.from_pretrained(path, device="cpu")
+
+
+@pytest.fixture
+def make_index(tmp_path: Path, peaked_model: ColBERT, corpus):
+    def build(n: int = 48, name: str = "idx", **kwargs) -> Index:
+        index = Index.create(tmp_path / name, peaked_model, **kwargs)
+        docs = corpus[:n]
+        index.add(
+            [d["text"] for d in docs],
+            ids=[d["id"] for d in docs],
+            metadatas=[d["metadata"] for d in docs],
+        )
+        return index
+
+    return build

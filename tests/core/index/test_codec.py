@@ -1,0 +1,421 @@
+"""Tests for the ColBERTv2/PLAID residual codec (jacolbert_core.index.codec)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jacolbert_core.index import codec as codec_module
+from jacolbert_core.index.codec import ResidualCodec, default_num_centroids
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+NBITS = (1, 2, 4)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(n: int, dim: int = 64, n_topics: int = 40, seed: int = 0) -> np.ndarray:
+    """Unit vectors scattered around fixed directions (same for every seed), like token
+    embeddings; ``seed`` draws different vectors from the same distribution."""
+    topics = unit_rows(np.random.default_rng(dim).standard_normal((n_topics, dim)))
+    rng = np.random.default_rng(seed)
+    x = topics[rng.integers(0, n_topics, n)] + 0.35 * rng.standard_normal((n, dim)) / np.sqrt(dim)
+    return unit_rows(x)
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return clustered(6000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    return clustered(2000, seed=2)
+
+
+@pytest.fixture(scope="module")
+def codecs(sample: np.ndarray) -> dict[int, ResidualCodec]:
+    return {nbits: ResidualCodec.train(sample, nbits=nbits, seed=0) for nbits in NBITS}
+
+
+def packbits_reference_layout(buckets: np.ndarray, nbits: int) -> np.ndarray:
+    """The layout spelled out: nbits bits per dim, LSB first, dim-major, np.packbits."""
+    bits = (buckets[..., None] >> np.arange(nbits, dtype=np.uint8)) & 1
+    return np.packbits(bits.reshape(len(buckets), -1), axis=1)
+
+
+# ---------------------------------------------------------------------- centroid count
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, 1),
+        (3, 3),
+        (20, 20),
+        (64, 64),
+        (100, 100),
+        (1000, 256),
+        (10_000, 1024),
+        (1_000_000, 8192),
+    ],
+)
+def test_default_num_centroids(n: int, expected: int) -> None:
+    assert default_num_centroids(n) == expected
+
+
+def test_default_num_centroids_rejects_zero() -> None:
+    with pytest.raises(ValueError, match="n_vectors"):
+        default_num_centroids(0)
+
+
+# ---------------------------------------------------------------------- bit layout
+
+
+def test_bit_layout_by_hand() -> None:
+    cutoffs = np.array([-0.5, 0.0, 0.5], np.float32)
+    weights = np.array([-0.75, -0.25, 0.25, 0.75], np.float32)
+    codec = ResidualCodec(np.zeros((1, 8), np.float32), cutoffs, weights, np.zeros(8), nbits=2)
+    buckets = np.array([1, 2, 3, 0, 0, 1, 2, 3])
+    codes, packed = codec.compress(weights[buckets][None, :])
+    # dims 0-3: buckets 1,2,3,0 -> LSB-first bit pairs 10 01 11 00 -> 0b10011100
+    # dims 4-7: buckets 0,1,2,3 -> 00 10 01 11 -> 0b00100111
+    assert codes.tolist() == [0]
+    assert packed.tolist() == [[0b10011100, 0b00100111]]
+    np.testing.assert_array_equal(codec.decompress_residuals(packed)[0], weights[buckets])
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_bit_layout_matches_packbits_spelling(nbits: int) -> None:
+    rng = np.random.default_rng(nbits)
+    dim = 40  # a multiple of 8 but not of 32: the layout still holds
+    edges = np.sort(rng.standard_normal(2 * (1 << nbits) - 1)).astype(np.float32)
+    weights, cutoffs = edges[0::2], edges[1::2]  # each weight lies inside its bucket
+    centroids = np.zeros((1, dim), np.float32)
+    codec = ResidualCodec(centroids, cutoffs, weights, np.zeros(dim), nbits=nbits)
+    buckets = rng.integers(0, 1 << nbits, (300, dim)).astype(np.uint8)
+    _, packed = codec.compress(weights[buckets])
+    assert packed.shape == (300, dim * nbits // 8)
+    np.testing.assert_array_equal(packed, packbits_reference_layout(buckets, nbits))
+    np.testing.assert_array_equal(codec.decompress_residuals(packed), weights[buckets])
+
+
+def test_value_on_cutoff_goes_to_lower_bucket() -> None:
+    cutoffs = np.array([-0.5, 0.0, 0.5], np.float32)
+    weights = np.array([-0.75, -0.25, 0.25, 0.75], np.float32)
+    codec = ResidualCodec(np.zeros((1, 8), np.float32), cutoffs, weights, np.zeros(8), nbits=2)
+    x = np.array([[-0.5, 0.0, 0.5, 0.5001, -0.5001, 9.0, -9.0, 0.0001]], np.float32)
+    recon = codec.decompress_residuals(codec.compress(x)[1])[0]
+    np.testing.assert_array_equal(recon, [-0.75, -0.25, 0.25, 0.75, -0.75, 0.75, -0.75, 0.25])
+
+
+# ---------------------------------------------------------------------- reference golden
+
+
+def load_golden(nbits: int) -> dict[str, np.ndarray]:
+    path = FIXTURES / f"codec_golden_{nbits}bit.npz"
+    assert path.is_file(), f"missing {path}; run tests/fixtures/make_codec_golden.py"
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+@pytest.mark.parametrize("case", ["rand", "grid"])
+def test_matches_reference_compress_and_decompress(nbits: int, case: str) -> None:
+    g = load_golden(nbits)
+    assert int(g["nbits"]) == nbits
+    centroids = g["grid_centroids"] if case == "grid" else g["centroids"]
+    codec = ResidualCodec(
+        centroids, g["bucket_cutoffs"], g["bucket_weights"], g["avg_residual"], nbits=nbits
+    )
+    codes, packed = codec.compress(g[f"{case}_vectors"])
+    np.testing.assert_array_equal(codes, g[f"{case}_codes"])
+    np.testing.assert_array_equal(packed, g[f"{case}_residuals"])
+    # The reference CPU path is float32 (its GPU path is fp16), so agreement is tight.
+    recon = codec.decompress(g[f"{case}_codes"], g[f"{case}_residuals"])
+    np.testing.assert_allclose(recon, g[f"{case}_decompressed"], atol=1e-6)
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_matches_reference_on_every_byte_value(nbits: int) -> None:
+    g = load_golden(nbits)
+    assert set(np.unique(g["bytes_residuals"]).tolist()) == set(range(256))
+    codec = ResidualCodec(
+        g["centroids"], g["bucket_cutoffs"], g["bucket_weights"], g["avg_residual"], nbits=nbits
+    )
+    recon = codec.decompress(g["bytes_codes"], g["bytes_residuals"])
+    np.testing.assert_allclose(recon, g["bytes_decompressed"], atol=1e-6)
+
+
+# ---------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_train_shapes_and_statistics(codecs: dict[int, ResidualCodec], nbits: int) -> None:
+    codec = codecs[nbits]
+    assert codec.nbits == nbits
+    assert codec.num_centroids == default_num_centroids(6000) == 1024
+    assert codec.centroids.shape == (1024, 64) and codec.centroids.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(codec.centroids, axis=1), 1.0, atol=1e-5)
+    assert codec.bucket_cutoffs.shape == ((1 << nbits) - 1,)
+    assert codec.bucket_weights.shape == (1 << nbits,)
+    assert codec.avg_residual.shape == (64,) and np.all(codec.avg_residual > 0)
+    # cut-offs sit between the bucket values, all ascending
+    merged = np.empty(2 * (1 << nbits) - 1, np.float32)
+    merged[0::2], merged[1::2] = codec.bucket_weights, codec.bucket_cutoffs
+    assert np.all(np.diff(merged) > 0)
+
+
+def test_train_statistics_are_heldout_quantiles(sample: np.ndarray) -> None:
+    codec = ResidualCodec.train(sample, nbits=2, n_centroids=64, heldout_fraction=0.1, seed=3)
+    heldout = sample[np.random.default_rng(3).permutation(len(sample))[-600:]]
+    residuals = heldout - codec.centroids[codec.assign(heldout)]
+    q = np.quantile(residuals, [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(codec.bucket_cutoffs, q, atol=1e-6)
+    w = np.quantile(residuals, [0.125, 0.375, 0.625, 0.875])
+    np.testing.assert_allclose(codec.bucket_weights, w, atol=1e-6)
+    np.testing.assert_allclose(codec.avg_residual, np.abs(residuals).mean(axis=0), atol=1e-6)
+
+
+def test_train_is_deterministic_given_seed(sample: np.ndarray) -> None:
+    a = ResidualCodec.train(sample, nbits=2, n_centroids=128, seed=7)
+    b = ResidualCodec.train(sample, nbits=2, n_centroids=128, seed=7)
+    c = ResidualCodec.train(sample, nbits=2, n_centroids=128, seed=8)
+    for name in ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a.centroids, c.centroids)
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+@pytest.mark.parametrize("n", [1, 2, 3, 20, 39])
+def test_tiny_inputs(nbits: int, n: int) -> None:
+    # e.g. 3 short documents of ~7 tokens each: far fewer vectors than default centroids
+    x = clustered(n, dim=32, seed=n)
+    codec = ResidualCodec.train(x, nbits=nbits)
+    assert 1 <= codec.num_centroids <= n
+    codes, packed = codec.compress(x)
+    assert codes.shape == (n,) and packed.shape == (n, 32 * nbits // 8)
+    recon = codec.decompress(codes, packed)
+    assert np.all(np.isfinite(recon))
+    # Nothing is held out of so few rows and every vector becomes a centroid: exact.
+    assert codec.num_centroids == n
+    assert np.min(np.sum(recon * x, axis=1)) > 0.9999
+
+
+@pytest.mark.parametrize("heldout_fraction", [0.0, 0.5])
+def test_tiny_inputs_with_explicit_settings(heldout_fraction: float) -> None:
+    x = clustered(20, dim=16, seed=3)
+    codec = ResidualCodec.train(
+        x, nbits=2, n_centroids=1000, heldout_fraction=heldout_fraction, kmeans_iters=1
+    )
+    assert codec.num_centroids == 20  # n_centroids clamped; 10 held-out rows are too few
+    np.testing.assert_allclose(codec.decompress(*codec.compress(x)), x, atol=1e-6)
+
+
+def test_train_accepts_float64(sample: np.ndarray) -> None:
+    a = ResidualCodec.train(sample[:500], nbits=2, n_centroids=16)
+    b = ResidualCodec.train(sample[:500].astype(np.float64), nbits=2, n_centroids=16)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+# ---------------------------------------------------------------------- round trip
+
+
+def test_codes_equal_brute_force_argmax(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = codecs[2]
+    expected = np.argmax(queries @ codec.centroids.T, axis=1)
+    assert codec.assign(queries).dtype == np.int32
+    np.testing.assert_array_equal(codec.assign(queries), expected)
+    monkeypatch.setattr(codec_module, "_ASSIGN_BUDGET", 3 * codec.num_centroids)  # 3 per chunk
+    np.testing.assert_array_equal(codec.assign(queries), expected)
+    np.testing.assert_array_equal(codec.compress(queries)[0], expected)
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_reconstruction_error_bounded_by_bucket_gap(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray, nbits: int
+) -> None:
+    codec = codecs[nbits]
+    codes, packed = codec.compress(queries)
+    residual = queries - codec.centroids[codes]
+    unnormalised = codec.centroids[codes] + codec.decompress_residuals(packed)
+    err = np.abs(unnormalised - queries)
+    w, c = codec.bucket_weights, codec.bucket_cutoffs
+    # A residual between the outermost bucket values is at most one bucket width from its value.
+    gap = np.max(np.diff(np.concatenate([w[:1], c, w[-1:]])))
+    inside = (residual >= w[0]) & (residual <= w[-1])
+    assert inside.mean() > 1 - 1.5 / (1 << nbits)
+    assert np.all(err[inside] <= gap + 1e-6)
+    # Outside, the nearest extreme value is used.
+    extreme = np.where(residual < w[0], w[0], w[-1])
+    np.testing.assert_allclose(err[~inside], np.abs(residual - extreme)[~inside], atol=1e-6)
+
+
+def test_reconstruction_quality_improves_with_bits(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray
+) -> None:
+    cosine = {}
+    for nbits, codec in codecs.items():
+        recon = codec.decompress(*codec.compress(queries))
+        assert recon.dtype == np.float32 and recon.shape == queries.shape
+        np.testing.assert_allclose(np.linalg.norm(recon, axis=1), 1.0, atol=1e-5)
+        cosine[nbits] = float(np.mean(np.sum(recon * queries, axis=1)))
+    centroid_only = float(np.mean(np.max(queries @ codecs[1].centroids.T, axis=1)))
+    assert centroid_only < cosine[1] < cosine[2] < cosine[4]
+    assert cosine[1] > 0.95 and cosine[2] > 0.98 and cosine[4] > 0.995
+
+
+def test_chunked_compress_and_decompress_agree(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = codecs[4]
+    codes, packed = codec.compress(queries)
+    recon = codec.decompress(codes, packed)
+    monkeypatch.setattr(codec_module, "_COMPRESS_CHUNK", 333)
+    codes2, packed2 = codec.compress(queries)
+    np.testing.assert_array_equal(codes2, codes)
+    np.testing.assert_array_equal(packed2, packed)
+    np.testing.assert_array_equal(codec.decompress(codes2, packed2), recon)
+
+
+def test_empty_batch(codecs: dict[int, ResidualCodec]) -> None:
+    codec = codecs[2]
+    codes, packed = codec.compress(np.zeros((0, 64), np.float32))
+    assert codes.shape == (0,) and packed.shape == (0, 16) and packed.dtype == np.uint8
+    assert codec.decompress(codes, packed).shape == (0, 64)
+
+
+# ---------------------------------------------------------------------- persistence
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_save_load_round_trip(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray, tmp_path: Path, nbits: int
+) -> None:
+    codec = codecs[nbits]
+    codec.save(tmp_path / "codec")
+    files = sorted(p.name for p in (tmp_path / "codec").iterdir())
+    assert files == [
+        "avg_residual.npy",
+        "bucket_cutoffs.npy",
+        "bucket_weights.npy",
+        "centroids.npy",
+        "codec.json",
+    ]
+    meta = json.loads((tmp_path / "codec" / "codec.json").read_text())
+    assert meta["nbits"] == nbits and meta["dim"] == 64 and meta["num_centroids"] == 1024
+    loaded = ResidualCodec.load(tmp_path / "codec")
+    assert loaded.nbits == nbits
+    for name in ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(codec, name))
+        assert getattr(loaded, name).dtype == np.float32
+    codes, packed = codec.compress(queries[:100])
+    codes2, packed2 = loaded.compress(queries[:100])
+    np.testing.assert_array_equal(codes2, codes)
+    np.testing.assert_array_equal(packed2, packed)
+    np.testing.assert_array_equal(loaded.decompress(codes, packed), codec.decompress(codes, packed))
+
+
+def test_load_errors(codecs: dict[int, ResidualCodec], tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="codec.json"):
+        ResidualCodec.load(tmp_path / "nowhere")
+    codecs[1].save(tmp_path)
+    meta = json.loads((tmp_path / "codec.json").read_text())
+    (tmp_path / "codec.json").write_text(json.dumps({**meta, "version": 999}))
+    with pytest.raises(ValueError, match="version"):
+        ResidualCodec.load(tmp_path)
+    (tmp_path / "codec.json").write_text(json.dumps({**meta, "dim": 32}))
+    with pytest.raises(ValueError, match="disagree"):
+        ResidualCodec.load(tmp_path)
+
+
+# ---------------------------------------------------------------------- immutability, errors
+
+
+def test_codec_is_immutable(codecs: dict[int, ResidualCodec]) -> None:
+    codec = codecs[2]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        codec.nbits = 4  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        codec.centroids[0, 0] = 1.0
+    assert "num_centroids=1024" in repr(codec)
+
+
+def test_constructor_copies_and_accepts_reference_scalar_avg_residual() -> None:
+    centroids = np.eye(2, 8, dtype=np.float32)
+    codec = ResidualCodec(centroids, [0.0], [-0.1, 0.1], np.float32(0.05), nbits=1)
+    centroids[0, 0] = 5.0
+    assert codec.centroids[0, 0] == 1.0
+    np.testing.assert_array_equal(codec.avg_residual, np.full(8, 0.05, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"sample": np.zeros((0, 32), np.float32)}, "empty"),
+        ({"sample": np.ones(32, np.float32)}, "2-D"),
+        ({"sample": np.ones((10, 32), np.int64)}, "floating"),
+        ({"sample": np.ones((10, 12), np.float32)}, "multiple of 8"),
+        ({"sample": np.full((10, 32), np.nan, np.float32)}, "NaN"),
+        ({"nbits": 3}, "nbits"),
+        ({"nbits": 8}, "nbits"),
+        ({"nbits": True}, "nbits"),
+        ({"n_centroids": 0}, "n_centroids"),
+        ({"heldout_fraction": 1.0}, "heldout_fraction"),
+        ({"kmeans_iters": 0}, "kmeans_iters"),
+    ],
+)
+def test_train_errors(kwargs: dict, match: str) -> None:
+    args = {"sample": clustered(50, dim=32)} | kwargs
+    with pytest.raises(ValueError, match=match):
+        ResidualCodec.train(**args)
+
+
+def test_encode_decode_errors(codecs: dict[int, ResidualCodec]) -> None:
+    codec = codecs[2]
+    good = clustered(4, dim=64)
+    codes, packed = codec.compress(good)
+    with pytest.raises(ValueError, match="dim 32"):
+        codec.compress(np.ones((3, 32), np.float32))
+    with pytest.raises(ValueError, match="floating"):
+        codec.assign(np.ones((3, 64), np.int32))
+    with pytest.raises(ValueError, match="2-D"):
+        codec.compress(good[0])
+    with pytest.raises(ValueError, match="uint8"):
+        codec.decompress(codes, packed.astype(np.int64))
+    with pytest.raises(ValueError, match=r"\[n, 16\]"):
+        codec.decompress(codes, packed[:, :8])
+    with pytest.raises(ValueError, match="one entry per residual row"):
+        codec.decompress(codes[:3], packed)
+    with pytest.raises(ValueError, match="range"):
+        codec.decompress(np.full(4, 1024), packed)
+    with pytest.raises(ValueError, match="integers"):
+        codec.decompress(codes.astype(np.float32), packed)
+
+
+@pytest.mark.parametrize(
+    ("cutoffs", "weights", "match"),
+    [
+        ([0.0, 0.1], [-0.1, 0.1], "bucket_cutoffs must have 1"),
+        ([0.0], [-0.1, 0.0, 0.1], "bucket_weights must have 2"),
+        ([np.nan], [-0.1, 0.1], "NaN"),
+    ],
+)
+def test_constructor_errors(cutoffs: list, weights: list, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        ResidualCodec(np.eye(2, 8, dtype=np.float32), cutoffs, weights, np.zeros(8), nbits=1)
+
+
+def test_constructor_rejects_unsorted_cutoffs() -> None:
+    with pytest.raises(ValueError, match="ascending"):
+        ResidualCodec(
+            np.eye(2, 8, dtype=np.float32), [0.1, 0.0, 0.2], np.zeros(4), np.zeros(8), nbits=2
+        )

@@ -62,6 +62,7 @@ class ColBERT(torch.nn.Module):
         *,
         device: str | torch.device | None = None,
         revision: str | None = None,
+        quantize: bool = False,
         **encoding_overrides: Any,
     ) -> ColBERT:
         """Load a Stanford-ColBERT (JaColBERT), PyLate or plain Hugging Face checkpoint.
@@ -69,6 +70,9 @@ class ColBERT(torch.nn.Module):
         ``name_or_path`` is a local directory or a hub id. ``encoding_overrides`` replace
         settings from the checkpoint (e.g. ``query_length="dynamic"``, ``doc_maxlen=512``).
         A plain encoder gets a new random projection, with a warning that it is untrained.
+        ``quantize=True`` (CPU only) runs the transformer's linear layers in dynamic int8:
+        faster, with slightly different vectors (see benchmarks/bench_encode.py); vectors of a
+        quantized model must not be mixed with an index built in exact mode.
         """
         raw = checkpoint.load(name_or_path, revision, **encoding_overrides)
         hidden = raw.backbone.config.hidden_size
@@ -89,7 +93,12 @@ class ColBERT(torch.nn.Module):
             512,
         )
         tokenizer = ColBERTTokenizer(raw.tokenizer, raw.encoding, max_length=max_length)
-        model = cls(raw.backbone, linear, tokenizer, name=str(name_or_path))
+        backbone = raw.backbone
+        if quantize:
+            if str(device or default_device()) != "cpu":
+                raise ValueError("quantize=True is a CPU mode; pass device='cpu'")
+            backbone = _quantize_dynamic_int8(backbone)
+        model = cls(backbone, linear, tokenizer, name=str(name_or_path))
         return model.to(device or default_device()).eval()
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -196,6 +205,16 @@ class ColBERT(torch.nn.Module):
         """Exhaustive in-memory search of pre-encoded documents; one ranked list per query."""
         k = _check_k(k, len(documents))
         return [top_k(maxsim(q, documents), k) for q in self.encode_queries(queries)]
+
+
+def _quantize_dynamic_int8(backbone: torch.nn.Module) -> torch.nn.Module:
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks the quantized tensor API as deprecated
+        return quantize_dynamic(backbone, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _check_k(k: int | None, n: int) -> int:

@@ -6,16 +6,6 @@ import pytest
 
 from jacolbert_core import ColBERT
 from jacolbert_core.index.index import Index
-from jacolbert_core.testing import make_tiny_checkpoint
-
-
-@pytest.fixture(scope="session")
-def peaked_model(tmp_path_factory: pytest.TempPathFactory) -> ColBERT:
-    """A tiny model whose scores behave like lexical matching (realistic score gaps)."""
-    path = make_tiny_checkpoint(
-        tmp_path_factory.mktemp("peaked") / "ckpt", residual_scale=0.05, seed=3
-    )
-    return ColBERT.from_pretrained(path, device="cpu")
 
 
 @pytest.fixture

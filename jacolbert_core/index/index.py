@@ -42,6 +42,8 @@ SEGMENTS_DIR = "segments"
 COMPRESS_CHUNK = 1 << 16
 KMEANS_POINTS_PER_CENTROID = 32
 KMEANS_MIN_SAMPLE = 20_000
+RETRAIN_GROWTH = 4  # retrain the codec once the collection is this many times its training set
+RETRAIN_BELOW = 1 << 18  # ...unless the codec was trained on at least this many vectors
 
 
 @dataclass(frozen=True)
@@ -204,9 +206,27 @@ class Index:
                 order, doclens, vectors = self._encode_to_disk(
                     passage_texts, work, batch_size, show_progress
                 )
-                codec_name, codec = manifest.codec, self._snapshot().codec
+                snap = self._snapshot()
+                codec_name, codec, codec_vectors = (
+                    manifest.codec,
+                    snap.codec,
+                    manifest.codec_vectors,
+                )
+                carried: list[tuple] = []
+                if codec is not None and _outgrown(manifest, len(vectors)):
+                    # the codec was fitted on a much smaller collection: refit it on everything,
+                    # re-encoding the live passages from their stored (or decompressed) vectors
+                    upserted = set(ids)
+                    carried = [
+                        r
+                        for r in self._store.live_rows(manifest.generation)
+                        if r[1] not in upserted
+                    ]
+                    doclens, vectors = self._spill_existing(snap, carried, work, doclens)
+                    codec = None
                 if codec is None:
                     codec, codec_name = self._train_codec(vectors, manifest.nbits, generation)
+                    codec_vectors = len(vectors)
                 entry = self._write_segment(
                     name, manifest.next_pid, codec, vectors, doclens, manifest.keep_vectors
                 )
@@ -224,17 +244,19 @@ class Index:
                 passages=rows,
                 tombstones=replaced,
             )
-            manifests.write(
-                self.path,
-                replace(
-                    manifest,
-                    codec=codec_name,
-                    segments=(*manifest.segments, entry),
-                    generation=generation,
-                    next_pid=entry.pid_end,
-                    updated=time.time(),
-                ),
+            if codec_name != manifest.codec:
+                self._store.copy_rows(carried, entry.pid_base + len(order), generation)
+            committed = replace(
+                manifest,
+                codec=codec_name,
+                codec_vectors=codec_vectors,
+                segments=(entry,) if codec_name != manifest.codec else (*manifest.segments, entry),
+                generation=generation,
+                next_pid=entry.pid_end,
+                updated=time.time(),
             )
+            manifests.write(self.path, committed)
+            self._collect_garbage(committed)
         self._refresh()
         return ids
 
@@ -451,6 +473,33 @@ class Index:
         )
         return order, np.asarray(doclens, dtype=np.int32), vectors
 
+    def _spill_existing(
+        self, snap: _Snapshot, rows: list[tuple], work: Path, doclens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Append the vectors of live passages ``rows`` (pid order) to the spill file."""
+        pids = np.array([row[0] for row in rows], dtype=np.int64)
+        spill = work / "vectors.f16"
+        lengths = [doclens]
+        with open(spill, "ab") as handle:
+            for segment in snap.segments:
+                inside = (pids >= segment.pid_base) & (pids < segment.pid_base + segment.n_passages)
+                local = pids[inside] - segment.pid_base
+                token_ids = token_rows(segment.offsets, local)
+                for start in range(0, len(token_ids), COMPRESS_CHUNK):
+                    block = token_ids[start : start + COMPRESS_CHUNK]
+                    if segment.vectors is not None:
+                        vectors = np.asarray(segment.vectors[block])
+                    else:
+                        assert snap.codec is not None
+                        vectors = snap.codec.decompress(
+                            segment.codes[block], segment.residuals[block]
+                        )
+                    handle.write(vectors.astype(np.float16).tobytes())
+                lengths.append(np.asarray(segment.doclens[local], dtype=np.int32))
+        doclens = np.concatenate(lengths)
+        shape = (int(doclens.sum()), self.model.config.dim)
+        return doclens, np.memmap(spill, dtype=np.float16, mode="r", shape=shape)
+
     def _train_codec(
         self, vectors: np.ndarray, nbits: int, generation: int
     ) -> tuple[ResidualCodec, str]:
@@ -543,6 +592,13 @@ class Index:
             order = np.lexsort((all_pids, -all_scores))[:k]
             results.append((all_pids[order], all_scores[order]))
         return results
+
+
+def _outgrown(manifest: Manifest, new_vectors: int) -> bool:
+    if manifest.codec_vectors >= RETRAIN_BELOW:
+        return False
+    total = sum(s.n_tokens for s in manifest.segments) + new_vectors
+    return total >= RETRAIN_GROWTH * max(manifest.codec_vectors, 1)
 
 
 def _hits(pids: np.ndarray, scores: np.ndarray, rows: dict[int, PassageRow]) -> list[Hit]:

@@ -46,6 +46,7 @@ class Manifest:
     chunking: dict[str, Any]
     keep_vectors: bool = False
     codec: str | None = None
+    codec_vectors: int = 0  # token vectors the codec was trained on (to know when it is outgrown)
     segments: tuple[SegmentEntry, ...] = ()
     generation: int = 0
     next_pid: int = 0

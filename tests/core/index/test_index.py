@@ -217,3 +217,31 @@ def test_tiny_collections_and_empty_index(tmp_path, peaked_model):
     index.add(["一つ目。", "二つ目。", "三つ目。"], ids=["a", "b", "c"])
     hits = index.search("二つ目", k=10)
     assert len(hits) == 3 and hits[0].document_id == "b"
+
+
+def test_codec_fitted_on_a_tiny_first_add_is_refitted_as_the_index_grows(
+    tmp_path, peaked_model, corpus
+):
+    whole = ChunkingConfig(enabled=False)
+    texts, ids = [d["text"] for d in corpus], [d["id"] for d in corpus]
+    grown = Index.create(tmp_path / "grown", peaked_model, chunking=whole)
+    grown.add(texts[:2], ids=ids[:2])
+    tiny_codec = grown.stats()["centroids"]
+    grown.add(texts[2:], ids=ids[2:])
+    control = Index.create(tmp_path / "control", peaked_model, chunking=whole)
+    control.add(texts, ids=ids)
+    stats = grown.stats()
+    assert stats["centroids"] == control.stats()["centroids"] > tiny_codec
+    assert stats["segments"] == 1 and len(grown) == 48 and grown.get(ids[0]).text == texts[0]
+
+    float_vectors = peaked_model.encode_documents(texts)
+
+    def agreement(index: Index) -> float:
+        found = 0
+        for query in [t[:30] for t in texts[:12]]:
+            ours = {h.document_id for h in index.search(query, k=5, exact=True)}
+            truth = peaked_model.search_encoded(query, float_vectors, k=5)[0]
+            found += len(ours & {ids[i] for i, _ in truth})
+        return found / 60
+
+    assert agreement(grown) >= agreement(control) - 0.1

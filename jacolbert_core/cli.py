@@ -56,6 +56,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(run=_add)
 
+    p = sub.add_parser(
+        "import-plaid",
+        help="convert a colbert-ai / RAGatouille index into a jacolbert index (no re-encoding)",
+    )
+    p.add_argument("plaid_dir", metavar="PLAID_DIR", help="the colbert-ai index folder")
+    p.add_argument(
+        "collection",
+        metavar="COLLECTION",
+        nargs="?",
+        help="passages in pid order: colbert-ai .tsv (pid<TAB>text), .jsonl or .json "
+        "(default: RAGatouille's collection.json in PLAID_DIR)",
+    )
+    p.add_argument("--index", required=True, help="index directory to create")
+    p.add_argument("--model", help="checkpoint (default: the one named in the index metadata)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index")
+    p.set_defaults(run=_import_plaid)
+
     p = sub.add_parser("search", help="search an index")
     p.add_argument("index")
     p.add_argument("queries", nargs="+", metavar="QUERY")
@@ -91,11 +108,30 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_rerank)
 
     p = sub.add_parser(
+        "serve", help="serve an index over HTTP (ColBERTv2 /api/search, JSON /v1/search)"
+    )
+    p.add_argument("index")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8893, help="port (default 8893; 0 picks one)")
+    p.add_argument("--model", help="override the model recorded in the index")
+    p.add_argument("--max-k", type=int, default=100, help="largest k a request may ask for")
+    p.add_argument("--threads", type=int, help="torch threads per search (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser(
         "tiny-model", help="write a tiny random Japanese checkpoint (offline demos/tests)"
     )
     p.add_argument("directory")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_tiny_model)
+
+    from jacolbert_core.evaluation.cli_commands import register as register_eval
+    from jacolbert_core.training.cli_commands import register as register_mining
+    from jacolbert_core.training.cli_commands_train import register as register_training
+
+    for register in (register_mining, register_training, register_eval):
+        register(sub)
     return parser
 
 
@@ -150,6 +186,20 @@ def _add_records(index, records, batch_size: int) -> None:
     print(
         f"indexed {len(records)} documents -> {stats['documents']} documents, "
         f"{stats['passages']} passages, {stats['token_vectors']} vectors in {index.path}"
+    )
+
+
+def _import_plaid(args: argparse.Namespace) -> None:
+    from jacolbert_core.index.plaid_import import import_plaid_index
+
+    index = import_plaid_index(
+        args.plaid_dir, args.collection, args.index, args.model, overwrite=args.overwrite
+    )
+    stats = index.stats()
+    print(
+        f"imported {args.plaid_dir} -> {stats['documents']} documents, {stats['passages']} "
+        f"passages, {stats['token_vectors']} vectors, {stats['centroids']} centroids "
+        f"in {index.path}"
     )
 
 
@@ -219,6 +269,18 @@ def _rerank(args: argparse.Namespace) -> None:
             ["rank", "score", "id", "text"],
             [[r["rank"], f"{r['score']:.3f}", r["id"], r["text"]] for r in rows],
         )
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from jacolbert_core.index.index import Index
+    from jacolbert_core.server import serve
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    index = Index.open(args.index, _model(args.model))
+    serve(index, args.host, args.port, args.max_k, log_requests=not args.quiet)
 
 
 def _tiny_model(args: argparse.Namespace) -> None:

@@ -1,0 +1,388 @@
+"""PLAID search latency and quality on one synthetic segment (100k passages x ~60 tokens).
+
+    python benchmarks/bench_search.py [--passages 100000] [--queries 16] [--nbits 2 1 4]
+
+Reports, for nbits 2, 1 and 4, at the default parameters for k=10 and at the high-recall
+preset: p50/p95 wall-clock latency and p50 process CPU time of ``centroid_scores`` +
+``search_segment`` (query encoding excluded), the median number of stage-1 candidates,
+agreement@10 (share of the exact top 10 found in the returned top 10) and recall of the exact
+top 10 within the top 100 (a k=100 search with that k's parameters), both against exhaustive
+exact MaxSim over the ORIGINAL float32 vectors, and the compressed ceiling (the top 10 by exact
+MaxSim over the decompressed vectors among the true top 1000: what a perfect candidate
+generator would return). It also times ``exhaustive_search`` against filtered PLAID on random
+allowed subsets, the measurement behind ``choose_exhaustive``.
+
+BLAS uses 2 threads (the 2-core target) unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say
+otherwise. On a machine shared with other work, run with OPENBLAS_NUM_THREADS=1: the CPU-time
+column is then the single-core latency, unaffected by the other load.
+
+Synthetic collection (token vectors that behave like ColBERT's):
+
+* a vocabulary of word vectors, a set of topic vectors, one shared "anisotropy" direction;
+* each passage has a topic and ~60 words (normal, sd 15, clipped to [8, 160]), half drawn from
+  a global Zipf distribution (stop words), half from its topic's own Zipf vocabulary;
+* a word has ``n_w`` senses, proportional to its frequency (frequent words are contextual, as
+  BERT embeddings are); the topic picks the sense;
+* token vector = normalise(word + 0.5 sense + 0.5 topic + 0.5 shared + noise), all unit
+  vectors but the noise, which has norm ~0.5 (uniform per dimension).
+
+So the same word in the same context scores ~0.88, in another context ~0.6 (a frequent word)
+to ~0.77 (a rare word, one sense), other words of the same topic ~0.37, unrelated ~0.1.
+Queries take 8-16 words of a random passage (its topic, so its senses) plus
+[MASK]-like vectors (mixtures of two query words) up to 32 vectors.
+
+The codec is built the way k-means would end up, without paying for k-means on 6M vectors
+(which takes far longer than this benchmark may): one centroid per (word, sense), placed at the
+normalised mean of a sample of its tokens (a k-means M-step), about 2^15 centroids as PLAID's
+default formula gives for 6M tokens; residual buckets are quantiles of held-out residuals as in
+``ResidualCodec.train``. Codes are the generating (word, sense); the script checks on a sample
+how often that is the nearest centroid (``codec.assign``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "2")  # the 2-core target; set before numpy loads BLAS
+
+import numpy as np  # noqa: E402
+
+DIM = 128
+QUERY_LEN = 32
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x /= np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x
+
+
+def zipf_probs(n: int, s: float) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** s
+    return p / p.sum()
+
+
+class Collection:
+    """The synthetic generator described in the module docstring."""
+
+    def __init__(self, n_passages: int, seed: int = 0, vocab: int = 20_000, topics: int = 2_000):
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.n_topics = topics
+        self.words = unit_rows(rng.standard_normal((vocab, DIM), dtype=np.float32))
+        self.topics = unit_rows(rng.standard_normal((topics, DIM), dtype=np.float32))
+        self.shared = unit_rows(rng.standard_normal((1, DIM), dtype=np.float32))[0]
+        self.global_p = zipf_probs(vocab, 1.0)
+        self.topic_words = rng.integers(0, vocab, (topics, 400))
+        self.topic_p = zipf_probs(400, 0.8)
+
+        doclens = np.clip(np.rint(rng.normal(60, 15, n_passages)), 8, 160).astype(np.int32)
+        self.doclens = doclens
+        self.passage_topic = rng.integers(0, topics, n_passages)
+        self.token_topic = np.repeat(self.passage_topic, doclens)
+        self.token_word = self._draw_words(self.token_topic)
+
+        # Senses: proportional to frequency, as many tokens per sense as PLAID's default
+        # centroid count leaves per centroid (~180 for 6M tokens).
+        from jacolbert_core.index.codec import default_num_centroids
+
+        counts = np.bincount(self.token_word, minlength=vocab)
+        per_sense = len(self.token_word) / default_num_centroids(len(self.token_word))
+        self.n_senses = np.maximum(1, np.rint(counts / per_sense)).astype(np.int64)
+        self.sense_base = np.concatenate(([0], np.cumsum(self.n_senses)[:-1]))
+        self.n_centroids = int(self.n_senses.sum())
+        self.senses = unit_rows(rng.standard_normal((self.n_centroids, DIM), dtype=np.float32))
+        self.token_code = self.code_of(self.token_word, self.token_topic)
+
+    def _draw_words(self, token_topic: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        n = len(token_topic)
+        glob = rng.choice(len(self.global_p), size=n, p=self.global_p)
+        local = self.topic_words[token_topic, rng.choice(400, size=n, p=self.topic_p)]
+        return np.where(rng.random(n) < 0.5, glob, local)
+
+    def code_of(self, word: np.ndarray, topic: np.ndarray) -> np.ndarray:
+        sense = (topic.astype(np.int64) * 2654435761 + word * 40503) % self.n_senses[word]
+        return (self.sense_base[word] + sense).astype(np.int32)
+
+    def vectors(self, word, topic, code, rng, noise: float = 0.5) -> np.ndarray:
+        """normalise(word + 0.5 sense + 0.5 topic + 0.5 shared + noise), noise of variance
+        ``noise**2 / D`` per dimension."""
+        if not hasattr(self, "_word_shared"):
+            self._word_shared = self.words + 0.5 * self.shared
+            self._half_senses, self._half_topics = 0.5 * self.senses, 0.5 * self.topics
+        x = self._word_shared[word]
+        x += self._half_senses[code]
+        x += self._half_topics[topic]
+        # uniform noise of the same variance: 4x cheaper to draw than normal, same effect here
+        n = rng.random(x.shape, dtype=np.float32)
+        n -= 0.5
+        n *= noise * np.sqrt(12.0 / DIM)
+        x += n
+        return unit_rows(x)
+
+    def token_vectors(self, start: int, stop: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng([seed, start])
+        sl = slice(start, stop)
+        return self.vectors(self.token_word[sl], self.token_topic[sl], self.token_code[sl], rng)
+
+    def queries(self, n: int, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        offsets = np.concatenate(([0], np.cumsum(self.doclens)))
+        out = []
+        for p in rng.integers(0, len(self.doclens), n):
+            topic = self.passage_topic[p]
+            words = self.token_word[offsets[p] : offsets[p + 1]]
+            n_words = min(len(words), int(rng.integers(8, 17)))
+            w = rng.choice(words, n_words, replace=False)
+            t = np.full(n_words, topic)
+            q = self.vectors(w, t, self.code_of(w, t), rng)
+            pairs = rng.integers(0, n_words, (QUERY_LEN - n_words, 2))
+            masks = unit_rows(q[pairs[:, 0]] + q[pairs[:, 1]])
+            out.append(np.concatenate([q, masks]).astype(np.float32))
+        return out
+
+
+def build_codec(nbits: int, centroids: np.ndarray, heldout: tuple[np.ndarray, np.ndarray]):
+    """A ResidualCodec on given centroids; buckets from held-out residual quantiles, as
+    ResidualCodec.train computes them."""
+    from jacolbert_core.index.codec import ResidualCodec
+
+    x, codes = heldout
+    residuals = (x - centroids[codes]).ravel()
+    n_buckets = 1 << nbits
+    levels = np.arange(n_buckets, dtype=np.float64) / n_buckets
+    return ResidualCodec(
+        centroids=centroids,
+        bucket_cutoffs=np.quantile(residuals, levels[1:]).astype(np.float32),
+        bucket_weights=np.quantile(residuals, levels + 0.5 / n_buckets).astype(np.float32),
+        avg_residual=np.abs(x - centroids[codes]).mean(axis=0).astype(np.float32),
+        nbits=nbits,
+    )
+
+
+def pack_residuals(codec, x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """codec.compress without its nearest-centroid search (codes are given)."""
+    r = x - codec.centroids[codes]
+    buckets = np.zeros(r.shape, dtype=np.uint8)
+    for cutoff in codec.bucket_cutoffs:  # bucket = number of cut-offs strictly below
+        buckets += r > cutoff
+    return codec._pack(buckets)
+
+
+def exact_topk(originals: np.ndarray, doclens: np.ndarray, queries: list[np.ndarray], k: int):
+    """Exhaustive exact MaxSim of every query over the original float32 vectors: top-k ids.
+    (The big matrix products run in torch, whose threads the OPENBLAS setting leaves alone.)"""
+    import torch
+
+    q_all = torch.from_numpy(np.ascontiguousarray(np.concatenate(queries).T))  # [D, Q*32]
+    n_q = len(queries)
+    offsets = np.concatenate(([0], np.cumsum(doclens)))
+    scores = np.empty((len(doclens), n_q), dtype=np.float32)
+    step = 2000
+    for lo in range(0, len(doclens), step):
+        hi = min(lo + step, len(doclens))
+        sims = (torch.from_numpy(originals[offsets[lo] : offsets[hi]]) @ q_all).numpy()
+        maxima = np.maximum.reduceat(sims, offsets[lo:hi] - offsets[lo], axis=0)
+        scores[lo:hi] = maxima.reshape(hi - lo, n_q, -1).sum(axis=2)
+    order = np.arange(len(doclens))
+    return [np.lexsort((order, -scores[:, j]))[:k] for j in range(n_q)]
+
+
+def overlap(found: np.ndarray, truth: np.ndarray) -> float:
+    return len(np.intersect1d(found, truth)) / len(truth)
+
+
+def build_centroids(coll: Collection, originals: np.ndarray, sample: np.ndarray) -> np.ndarray:
+    """Normalised mean of a sample of each (word, sense)'s tokens (a k-means M-step), pulled
+    towards the noiseless vector for centroids with few sampled tokens."""
+    codes = coll.token_code
+    fit = np.sort(sample)
+    fit = fit[np.argsort(codes[fit], kind="stable")]
+    present, first = np.unique(codes[fit], return_index=True)
+    sums = np.zeros((coll.n_centroids, DIM), dtype=np.float32)
+    sums[present] = np.add.reduceat(originals[fit], first, axis=0)
+    first_word = np.repeat(np.arange(len(coll.n_senses)), coll.n_senses)
+    prior = coll.words[first_word] + 0.5 * coll.senses + 0.5 * coll.shared
+    return unit_rows(sums + unit_rows(prior))
+
+
+def run(args: argparse.Namespace) -> None:
+    from jacolbert_core.index.segment import Segment
+    from jacolbert_core.search import plaid
+
+    t0 = time.perf_counter()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    coll = Collection(args.passages, seed=args.seed)
+    n_tokens = int(coll.doclens.sum())
+    print(
+        f"collection: {args.passages} passages, {n_tokens} tokens "
+        f"(mean {n_tokens / args.passages:.1f}), {coll.n_centroids} centroids, dim {DIM}",
+        flush=True,
+    )
+    originals = np.empty((n_tokens, DIM), dtype=np.float32)
+    step = 1 << 18
+    for lo in range(0, n_tokens, step):
+        originals[lo : lo + step] = coll.token_vectors(lo, min(lo + step, n_tokens), args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    sample = rng.choice(n_tokens, min(n_tokens, 1_000_000), replace=False)
+    centroids = build_centroids(coll, originals, sample[:-50_000])
+    heldout = (originals[sample[-50_000:]], coll.token_code[sample[-50_000:]])
+    queries = coll.queries(args.queries, seed=args.seed + 2)
+    print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
+    t1 = time.perf_counter()
+    truth = exact_topk(originals, coll.doclens, queries, 1000)
+    print(
+        f"exact MaxSim ground truth (original float32 vectors) in {time.perf_counter() - t1:.0f}s",
+        flush=True,
+    )
+
+    rows = []
+    files = {f"{n}.npy": "" for n in ("codes", "residuals", "doclens", "ivf", "ivf_offsets")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for nbits in args.nbits:
+            codec = build_codec(nbits, centroids, heldout)
+            codes = coll.token_code
+            if nbits == args.nbits[0]:
+                check = sample[:20_000]
+                agree = float(np.mean(codec.assign(originals[check]) == codes[check]))
+                print(f"generating code is the nearest centroid for {agree:.1%} of sampled tokens")
+            residuals = np.empty((n_tokens, codec.bytes_per_vector), dtype=np.uint8)
+            for lo in range(0, n_tokens, step):
+                hi = min(lo + step, n_tokens)
+                residuals[lo:hi] = pack_residuals(codec, originals[lo:hi], codes[lo:hi])
+            seg_dir = Path(tmp) / f"seg{nbits}"
+            Segment.write(seg_dir, codes, residuals, coll.doclens, codec.num_centroids)
+            del residuals
+            segment = Segment.load(seg_dir, f"seg{nbits}", 0, files)
+            if nbits == args.nbits[0]:
+                sizes = np.diff(np.asarray(segment.ivf_offsets))
+                print(
+                    f"IVF passages per centroid: median {np.median(sizes):.0f}, "
+                    f"p99 {np.percentile(sizes, 99):.0f}, max {sizes.max()}",
+                    flush=True,
+                )
+            ceiling = np.mean(
+                [
+                    overlap(rerank(plaid, codec, segment, q, truth[i], 10), truth[i][:10])
+                    for i, q in enumerate(queries)
+                ]
+            )
+            for preset in ("default", "high_recall"):
+                rows.append(measure(plaid, codec, segment, queries, truth, nbits, preset, args))
+                rows[-1]["ceiling"] = ceiling
+                print(format_row(rows[-1]), flush=True)
+            if nbits == 2:
+                crossover(plaid, codec, segment, queries)
+
+    print()
+    print(
+        "| nbits | params (k=10) | p50 ms | p95 ms | p50 CPU ms | candidates (median) "
+        "| agreement@10 | recall 10@100 | compressed ceiling@10 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(format_row(row))
+    print(f"\nload average at end: {os.getloadavg()[0]:.1f}; total {time.perf_counter() - t0:.0f}s")
+
+
+def rerank(plaid, codec, segment, query, truth, k) -> np.ndarray:
+    """Top k by exact MaxSim over the decompressed vectors among the true top 1000: what a
+    perfect candidate generator would return with these compressed vectors."""
+    scores = plaid.exact_scores(codec, segment, query, truth)
+    return truth[plaid._top_indices(scores, k)]
+
+
+def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
+    make = plaid.SearchParams.for_k if preset == "default" else plaid.SearchParams.high_recall
+    p10, p100 = make(10), make(100)
+    times, cpu, agree, recall, n_cands = [], [], [], [], []
+    for _ in range(args.repeats):
+        for query in queries:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            scores_qc = plaid.centroid_scores(codec, query)
+            plaid.search_segment(codec, segment, query, scores_qc, 10, p10)
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    for qi, query in enumerate(queries):
+        scores_qc = plaid.centroid_scores(codec, query)
+        pids, _ = plaid.search_segment(codec, segment, query, scores_qc, 10, p10)
+        n_cands.append(len(plaid.candidates(segment, scores_qc, p10.ncells)))
+        agree.append(overlap(pids, truth[qi][:10]))
+        pids100, _ = plaid.search_segment(codec, segment, query, scores_qc, 100, p100)
+        recall.append(overlap(pids100, truth[qi][:10]))
+    ms = np.asarray(times) * 1e3
+    return {
+        "nbits": nbits,
+        "params": f"{preset} ({p10.ncells}, {p10.centroid_score_threshold:g}, {p10.ndocs})",
+        "p50": float(np.percentile(ms, 50)),
+        "p95": float(np.percentile(ms, 95)),
+        "cpu50": float(np.percentile(cpu, 50) * 1e3),
+        "cands": float(np.median(n_cands)),
+        "agree": float(np.mean(agree)),
+        "recall": float(np.mean(recall)),
+    }
+
+
+def format_row(r: dict) -> str:
+    return (
+        f"| {r['nbits']} | {r['params']} | {r['p50']:.1f} | {r['p95']:.1f} | {r['cpu50']:.1f} "
+        f"| {r['cands']:.0f} | "
+        f"{r['agree']:.3f} | {r['recall']:.3f} | {r.get('ceiling', float('nan')):.3f} |"
+    )
+
+
+def crossover(plaid, codec, segment, queries) -> None:
+    """Exhaustive vs PLAID latency (k=10, default params) on random allowed subsets."""
+    params = plaid.SearchParams.for_k(10)
+    rng = np.random.default_rng(0)
+    n = segment.n_passages
+    mean_len = len(segment.codes) / n
+    print("\nfiltered search, k=10: exhaustive vs PLAID on random allowed subsets (nbits=2)")
+    print("(CPU time of the process, so other load on the machine does not count)")
+    print(
+        "| allowed passages | tokens | exhaustive p50 ms | us/token | PLAID p50 ms "
+        "| PLAID agreement with exact | choose_exhaustive |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for n_allowed in (100, 300, 1000, 3000, 10000):
+        if n_allowed >= n:
+            break
+        allowed = np.zeros(n, dtype=bool)
+        allowed[rng.choice(n, n_allowed, replace=False)] = True
+        t_ex, t_pl, agree = [], [], []
+        for query in queries[:10]:
+            start = time.process_time()
+            scores_qc = plaid.centroid_scores(codec, query)
+            found, _ = plaid.search_segment(codec, segment, query, scores_qc, 10, params, allowed)
+            t_pl.append(time.process_time() - start)
+            start = time.process_time()
+            exact, _ = plaid.exhaustive_search(codec, segment, query, 10, allowed)
+            t_ex.append(time.process_time() - start)
+            agree.append(overlap(found, exact))
+        tokens = int(np.asarray(segment.doclens)[allowed].sum())
+        print(
+            f"| {n_allowed} | {tokens} | {np.median(t_ex) * 1e3:.1f} | "
+            f"{np.median(t_ex) * 1e6 / tokens:.2f} | {np.median(t_pl) * 1e3:.1f} | "
+            f"{np.mean(agree):.2f} | {plaid.choose_exhaustive(segment, n_allowed, params)} |",
+            flush=True,
+        )
+    print(f"(mean passage length {mean_len:.1f})\n", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passages", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--nbits", type=int, nargs="+", default=[2, 1, 4])
+    parser.add_argument("--seed", type=int, default=0)
+    run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,586 @@
+"""Tests for PLAID search over one segment (jacolbert_core.search.plaid).
+
+Every stage is checked against a brute-force computation written out with Python loops over
+passages; the whole pipeline against exhaustive exact MaxSim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jacolbert_core.index.codec import ResidualCodec
+from jacolbert_core.index.segment import Segment
+from jacolbert_core.search import plaid
+from jacolbert_core.search.plaid import SearchParams
+
+DIM = 32
+FILES = ("codes", "residuals", "doclens", "ivf", "ivf_offsets")
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class Data:
+    """A synthetic collection: passages about topics, tokens clustered around word centers."""
+
+    def __init__(self, n_passages: int = 300, seed: int = 0, zero_length: tuple = (7, 150)):
+        rng = np.random.default_rng(seed)
+        self.rng = rng
+        self.topics = unit_rows(rng.standard_normal((12, DIM)))
+        self.words = unit_rows(rng.standard_normal((150, DIM)))
+        self.doclens = rng.integers(1, 25, n_passages).astype(np.int32)
+        self.doclens[list(zero_length)] = 0  # passages without tokens are never returned
+        self.topic = rng.integers(0, len(self.topics), n_passages)
+        self.vectors = self.tokens(np.repeat(self.topic, self.doclens))
+
+    def tokens(self, topic: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+        rng = self.rng if rng is None else rng
+        word = rng.integers(0, len(self.words), len(topic))
+        x = self.words[word] + 0.5 * self.topics[topic]
+        return unit_rows(x + 0.15 * rng.standard_normal(x.shape))
+
+    def query(self, q: int, seed: int = 0) -> np.ndarray:
+        """``q`` vectors about one topic; the same for the same ``(q, seed)``."""
+        rng = np.random.default_rng([q, seed])
+        return self.tokens(np.full(q, rng.integers(0, len(self.topics))), rng)
+
+
+def write_segment(
+    directory: Path,
+    codec: ResidualCodec,
+    vectors: np.ndarray,
+    doclens: np.ndarray,
+    store_vectors: bool = False,
+) -> Segment:
+    codes, residuals = codec.compress(vectors)
+    Segment.write(
+        directory,
+        codes,
+        residuals,
+        doclens,
+        codec.num_centroids,
+        vectors=vectors if store_vectors else None,
+    )
+    names = FILES + (("vectors",) if store_vectors else ())
+    return Segment.load(directory, directory.name, 0, files={f"{n}.npy": "" for n in names})
+
+
+@pytest.fixture(scope="module")
+def data() -> Data:
+    return Data()
+
+
+@pytest.fixture(scope="module")
+def codec(data: Data) -> ResidualCodec:
+    return ResidualCodec.train(
+        data.vectors[np.random.default_rng(1).permutation(len(data.vectors))], nbits=2, seed=0
+    )
+
+
+@pytest.fixture(scope="module")
+def segment(tmp_path_factory: pytest.TempPathFactory, data: Data, codec: ResidualCodec) -> Segment:
+    return write_segment(
+        tmp_path_factory.mktemp("plaid") / "seg", codec, data.vectors, data.doclens
+    )
+
+
+@pytest.fixture(scope="module")
+def vector_segment(
+    tmp_path_factory: pytest.TempPathFactory, data: Data, codec: ResidualCodec
+) -> Segment:
+    directory = tmp_path_factory.mktemp("plaid_vectors") / "seg"
+    return write_segment(directory, codec, data.vectors, data.doclens, store_vectors=True)
+
+
+# ---------------------------------------------------------------------- brute force
+
+
+def passage_rows(segment: Segment, pid: int) -> slice:
+    offsets = segment.offsets
+    return slice(int(offsets[pid]), int(offsets[pid + 1]))
+
+
+def brute_exact(codec, segment, query, pids, vectors: np.ndarray | None = None) -> np.ndarray:
+    if vectors is None:
+        vectors = codec.decompress(np.asarray(segment.codes), np.asarray(segment.residuals))
+    out = []
+    for pid in pids:
+        sims = query.astype(np.float64) @ vectors[passage_rows(segment, pid)].astype(np.float64).T
+        out.append(sims.max(axis=1).sum() if sims.shape[1] else -np.inf)
+    return np.array(out, dtype=np.float64)
+
+
+def brute_approx(segment, scores_qc, pids, threshold=None) -> np.ndarray:
+    best = scores_qc.max(axis=0)
+    out = []
+    for pid in pids:
+        codes = np.asarray(segment.codes)[passage_rows(segment, pid)]
+        if threshold is not None:
+            codes = [c for c in codes if best[c] >= threshold]
+        if len(codes) == 0:
+            out.append(-np.inf)
+        else:
+            out.append(sum(max(scores_qc[i, c] for c in codes) for i in range(len(scores_qc))))
+    return np.array(out, dtype=np.float64)
+
+
+def brute_cells(scores_qc, ncells) -> np.ndarray:
+    cells = set()
+    for row in scores_qc:
+        cells.update(np.argsort(-row, kind="stable")[:ncells].tolist())
+    return np.array(sorted(cells), dtype=np.int64)
+
+
+def brute_candidates(segment, scores_qc, ncells, allowed=None) -> np.ndarray:
+    cells = set(brute_cells(scores_qc, ncells).tolist())
+    out = []
+    for pid in range(segment.n_passages):
+        codes = np.asarray(segment.codes)[passage_rows(segment, pid)]
+        if any(int(c) in cells for c in codes) and (allowed is None or allowed[pid]):
+            out.append(pid)
+    return np.array(out, dtype=np.int64)
+
+
+def brute_top(pids: np.ndarray, scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best first, ties by lower pid, passages without a score (-inf) dropped."""
+    order = np.lexsort((pids, -scores))[:n]
+    order = order[np.isfinite(scores[order])]
+    return pids[order], scores[order]
+
+
+def brute_search(codec, segment, query, k, allowed=None, vectors=None):
+    pids = np.arange(segment.n_passages)
+    if allowed is not None:
+        pids = pids[allowed]
+    return brute_top(pids, brute_exact(codec, segment, query, pids, vectors), k)
+
+
+def brute_plaid(codec, segment, query, k, params, allowed=None):
+    """The four stages spelled out with the brute-force pieces."""
+    # the float32 centroid scores (checked on their own in test_centroid_scores), so that a
+    # centroid on the threshold is judged alike
+    scores_qc = plaid.centroid_scores(codec, query).astype(np.float64)
+    pids = brute_candidates(segment, scores_qc, params.ncells, allowed)
+    approx = brute_approx(segment, scores_qc, pids, params.centroid_score_threshold)
+    pids = np.sort(pids[np.lexsort((pids, -approx))[: max(k, params.ndocs)]])
+    approx = brute_approx(segment, scores_qc, pids)
+    pids = np.sort(pids[np.lexsort((pids, -approx))[: max(k, params.ndocs // 4)]])
+    return brute_top(pids, brute_exact(codec, segment, query, pids), k)
+
+
+def no_pruning(codec: ResidualCodec, segment: Segment) -> SearchParams:
+    """Every cell, no threshold, and ndocs // 4 >= passages so stage 3 drops nothing."""
+    return SearchParams(
+        ncells=codec.num_centroids,
+        centroid_score_threshold=-np.inf,
+        ndocs=4 * max(segment.n_passages, 1),
+    )
+
+
+def assert_same(result, expected) -> None:
+    pids, scores = result
+    assert pids.dtype == np.int64 and scores.dtype == np.float32
+    np.testing.assert_array_equal(pids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-5, atol=1e-5)
+
+
+def search(codec, segment, query, k, params, allowed=None, exact_vectors=False):
+    scores_qc = plaid.centroid_scores(codec, query)
+    return plaid.search_segment(
+        codec, segment, query, scores_qc, k, params, allowed=allowed, exact_vectors=exact_vectors
+    )
+
+
+# ---------------------------------------------------------------------- exhaustive
+
+
+@pytest.mark.parametrize("q", [1, 4, 32])
+@pytest.mark.parametrize("k", [1, 10, 1000])
+def test_exhaustive_equals_brute_force(data, codec, segment, q, k) -> None:
+    query = data.query(q)
+    expected = brute_search(codec, segment, query, k)
+    assert_same(plaid.exhaustive_search(codec, segment, query, k), expected)
+    assert len(expected[0]) == min(k, int((data.doclens > 0).sum()))
+
+
+def test_exhaustive_with_stored_vectors(data, codec, vector_segment) -> None:
+    query = data.query(8)
+    stored = np.asarray(vector_segment.vectors, dtype=np.float32)
+    expected = brute_search(codec, vector_segment, query, 20, vectors=stored)
+    assert_same(
+        plaid.exhaustive_search(codec, vector_segment, query, 20, exact_vectors=True), expected
+    )
+    # stored vectors are the originals, so they score differently from decompressed ones
+    decompressed = plaid.exhaustive_search(codec, vector_segment, query, 20)
+    assert not np.allclose(decompressed[1], expected[1], atol=1e-5)
+
+
+def test_exhaustive_blocks_do_not_change_results(data, codec, segment, monkeypatch) -> None:
+    query = data.query(16)
+    whole = plaid.exhaustive_search(codec, segment, query, 50)
+    monkeypatch.setattr(plaid, "_EXACT_BLOCK_TOKENS", 7)  # several passages per block, or one
+    assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
+
+
+# ---------------------------------------------------------------------- full pipeline
+
+
+@pytest.mark.parametrize("q", [1, 5, 32, 64])
+def test_search_without_pruning_equals_exhaustive(data, codec, segment, q) -> None:
+    query = data.query(q)
+    params = no_pruning(codec, segment)
+    for k in (1, 10, 500):
+        assert_same(
+            search(codec, segment, query, k, params),
+            plaid.exhaustive_search(codec, segment, query, k),
+        )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SearchParams.for_k(10),
+        SearchParams(ncells=2, centroid_score_threshold=0.4, ndocs=16),
+        SearchParams(ncells=3, centroid_score_threshold=0.6, ndocs=8),
+        SearchParams.high_recall(10),
+    ],
+)
+def test_search_equals_stage_by_stage_brute_force(data, codec, segment, params) -> None:
+    for q in (1, 8, 32):
+        query = data.query(q)
+        assert_same(
+            search(codec, segment, query, 5, params), brute_plaid(codec, segment, query, 5, params)
+        )
+
+
+def test_search_finds_most_of_the_exact_top_k(data, codec, segment) -> None:
+    found = []
+    for seed in range(20):
+        query = data.query(32, seed)
+        exact = plaid.exhaustive_search(codec, segment, query, 10)[0]
+        pids = search(codec, segment, query, 10, SearchParams.high_recall(10))[0]
+        found.append(len(np.intersect1d(exact, pids)) / 10)
+    assert np.mean(found) >= 0.8
+
+
+def test_search_with_stored_vectors(data, codec, vector_segment) -> None:
+    query = data.query(32)
+    params = no_pruning(codec, vector_segment)
+    assert_same(
+        search(codec, vector_segment, query, 10, params, exact_vectors=True),
+        plaid.exhaustive_search(codec, vector_segment, query, 10, exact_vectors=True),
+    )
+    # without stored vectors exact_vectors falls back to decompression
+    assert_same(
+        search(codec, vector_segment, query, 10, params),
+        plaid.exhaustive_search(codec, vector_segment, query, 10),
+    )
+
+
+# ---------------------------------------------------------------------- stages
+
+
+@pytest.mark.parametrize("ncells", [1, 2, 7])
+def test_probe_cells(data, codec, ncells) -> None:
+    scores_qc = plaid.centroid_scores(codec, data.query(9))
+    np.testing.assert_array_equal(
+        plaid.probe_cells(scores_qc, ncells), brute_cells(scores_qc, ncells)
+    )
+    everything = plaid.probe_cells(scores_qc, codec.num_centroids + 5)
+    np.testing.assert_array_equal(everything, np.arange(codec.num_centroids))
+
+
+def test_centroid_scores(data, codec) -> None:
+    query = data.query(5)
+    scores_qc = plaid.centroid_scores(codec, query)
+    assert scores_qc.shape == (5, codec.num_centroids) and scores_qc.dtype == np.float32
+    np.testing.assert_allclose(scores_qc, query @ codec.centroids.T, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ncells", [1, 3])
+def test_candidates(data, codec, segment, ncells) -> None:
+    scores_qc = plaid.centroid_scores(codec, data.query(6))
+    pids = plaid.candidates(segment, scores_qc, ncells)
+    assert pids.dtype == np.int64 and len(pids)
+    np.testing.assert_array_equal(pids, brute_candidates(segment, scores_qc, ncells))
+    allowed = np.random.default_rng(3).random(segment.n_passages) < 0.5
+    np.testing.assert_array_equal(
+        plaid.candidates(segment, scores_qc, ncells, allowed),
+        brute_candidates(segment, scores_qc, ncells, allowed),
+    )
+
+
+@pytest.mark.parametrize("threshold", [None, 0.3, 0.6, 0.95])
+def test_approximate_scores(data, codec, segment, threshold) -> None:
+    scores_qc = plaid.centroid_scores(codec, data.query(7))
+    pids = np.arange(segment.n_passages)
+    got = plaid.approximate_scores(segment, scores_qc, pids, threshold)
+    expected = brute_approx(segment, scores_qc, pids, threshold)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-5)
+    if threshold == 0.95:  # most passages lose every token
+        assert (~finite).sum() > segment.n_passages // 2
+    # any subset, in any order
+    subset = np.random.default_rng(4).permutation(segment.n_passages)[:40]
+    np.testing.assert_array_equal(
+        plaid.approximate_scores(segment, scores_qc, subset, threshold), got[subset]
+    )
+
+
+def test_exact_scores(data, codec, segment) -> None:
+    query = data.query(11)
+    pids = np.random.default_rng(5).permutation(segment.n_passages)[:60]
+    pids = np.concatenate([pids, [7]])  # a passage without tokens
+    got = plaid.exact_scores(codec, segment, query, pids)
+    expected = brute_exact(codec, segment, query, pids)
+    assert got[-1] == -np.inf and expected[-1] == -np.inf
+    np.testing.assert_allclose(got[:-1], expected[:-1], rtol=1e-5, atol=1e-5)
+    assert plaid.exact_scores(codec, segment, query, np.zeros(0, np.int64)).shape == (0,)
+
+
+# ---------------------------------------------------------------------- allowed masks
+
+
+def test_allowed_mask_is_honoured(data, codec, segment) -> None:
+    rng = np.random.default_rng(5)
+    for seed, fraction in enumerate((0.02, 0.3, 0.9)):
+        allowed = rng.random(segment.n_passages) < fraction
+        query = data.query(16, seed)
+        for params in (SearchParams.for_k(10), SearchParams(2, 0.3, 4)):
+            pids, _ = search(codec, segment, query, 10, params, allowed)
+            assert allowed[pids].all()
+            assert_same((pids, _), brute_plaid(codec, segment, query, 10, params, allowed))
+        expected = brute_search(codec, segment, query, 10, allowed)
+        assert_same(
+            search(codec, segment, query, 10, no_pruning(codec, segment), allowed), expected
+        )
+        assert_same(plaid.exhaustive_search(codec, segment, query, 10, allowed), expected)
+
+
+def test_disallowed_passages_take_no_slots(data, codec, segment) -> None:
+    query = data.query(32)
+    params = SearchParams(ncells=2, centroid_score_threshold=0.0, ndocs=12)  # keeps 12, then 3
+    best = search(codec, segment, query, 3, params)[0]
+    allowed = np.ones(segment.n_passages, dtype=bool)
+    allowed[best] = False
+    pids, _ = search(codec, segment, query, 3, params, allowed)
+    assert len(pids) == 3 and not np.isin(pids, best).any()
+
+
+def test_nothing_allowed(data, codec, segment) -> None:
+    query = data.query(4)
+    allowed = np.zeros(segment.n_passages, dtype=bool)
+    for result in (
+        search(codec, segment, query, 10, SearchParams.for_k(10), allowed),
+        plaid.exhaustive_search(codec, segment, query, 10, allowed),
+    ):
+        assert result[0].shape == (0,) and result[0].dtype == np.int64
+        assert result[1].shape == (0,) and result[1].dtype == np.float32
+
+
+def test_k_larger_than_allowed(data, codec, segment) -> None:
+    query = data.query(4)
+    allowed = np.zeros(segment.n_passages, dtype=bool)
+    allowed[[3, 7, 40, 41, 299]] = True  # 7 has no tokens
+    expected = brute_search(codec, segment, query, 10, allowed)
+    assert len(expected[0]) == 4
+    assert_same(search(codec, segment, query, 10, no_pruning(codec, segment), allowed), expected)
+    assert_same(plaid.exhaustive_search(codec, segment, query, 10, allowed), expected)
+
+
+def test_bad_allowed_mask_is_rejected(data, codec, segment) -> None:
+    query = data.query(2)
+    with pytest.raises(ValueError, match="bool mask"):
+        search(codec, segment, query, 5, SearchParams.for_k(5), np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="bool mask"):
+        plaid.exhaustive_search(codec, segment, query, 5, np.ones(segment.n_passages))
+
+
+# ---------------------------------------------------------------------- parameters
+
+
+def test_defaults_by_k() -> None:
+    assert SearchParams.for_k(1) == SearchParams(1, 0.5, 256)
+    assert SearchParams.for_k(10) == SearchParams(1, 0.5, 256)
+    assert SearchParams.for_k(11) == SearchParams(2, 0.45, 1024)
+    assert SearchParams.for_k(100) == SearchParams(2, 0.45, 1024)
+    assert SearchParams.for_k(101) == SearchParams(4, 0.4, 4096)
+    assert SearchParams.for_k(1024) == SearchParams(4, 0.4, 4096)
+    assert SearchParams.for_k(2000) == SearchParams(4, 0.4, 8000)
+    for k in (1, 10, 50, 100, 1000, 5000):
+        base, wide = SearchParams.for_k(k), SearchParams.high_recall(k)
+        assert wide.ncells > base.ncells and wide.ndocs > base.ndocs
+        assert wide.centroid_score_threshold < base.centroid_score_threshold
+
+
+def test_defaults_do_not_stick(data, codec, segment) -> None:
+    query = data.query(32)
+    first = search(codec, segment, query, 10, SearchParams.for_k(10))
+    assert SearchParams.for_k(1000) == SearchParams(4, 0.4, 4096)
+    search(codec, segment, query, 1000, SearchParams.for_k(1000))
+    search(
+        codec, segment, query, 3, SearchParams(ncells=50, centroid_score_threshold=-1.0, ndocs=5)
+    )
+    assert SearchParams.for_k(10) == SearchParams(1, 0.5, 256)
+    assert_same(search(codec, segment, query, 10, SearchParams.for_k(10)), first)
+    params = SearchParams.for_k(10)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.ncells = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ncells": 0, "centroid_score_threshold": 0.5, "ndocs": 10},
+        {"ncells": 1, "centroid_score_threshold": 0.5, "ndocs": 0},
+        {"ncells": 1.5, "centroid_score_threshold": 0.5, "ndocs": 10},
+        {"ncells": 1, "centroid_score_threshold": float("nan"), "ndocs": 10},
+        {"ncells": 1, "centroid_score_threshold": "high", "ndocs": 10},
+    ],
+)
+def test_bad_params_are_rejected(kwargs) -> None:
+    with pytest.raises(ValueError):
+        SearchParams(**kwargs)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_bad_k_is_rejected(data, codec, segment, k) -> None:
+    with pytest.raises(ValueError, match="k must be"):
+        SearchParams.for_k(k)
+    with pytest.raises(ValueError, match="k must be"):
+        plaid.exhaustive_search(codec, segment, data.query(2), k)
+
+
+def test_bad_query_and_scores_are_rejected(data, codec, segment) -> None:
+    params = SearchParams.for_k(10)
+    with pytest.raises(ValueError, match="query must be"):
+        plaid.centroid_scores(codec, np.zeros((3, DIM + 8), np.float32))
+    with pytest.raises(ValueError, match="query must be"):
+        plaid.centroid_scores(codec, np.zeros((0, DIM), np.float32))
+    query = data.query(3)
+    with pytest.raises(ValueError, match="scores_qc"):
+        plaid.search_segment(codec, segment, query, np.zeros((2, codec.num_centroids)), 5, params)
+
+
+# ---------------------------------------------------------------------- ties and edge cases
+
+
+def test_ties_are_broken_by_lower_passage_number(tmp_path, data, codec) -> None:
+    # passages 1-10 of the data written three times: passage p, p + 10 and p + 20 are copies
+    offsets = np.concatenate(([0], np.cumsum(data.doclens)))
+    block = data.vectors[offsets[1] : offsets[11]]
+    doclens = np.tile(data.doclens[1:11], 3)
+    segment = write_segment(tmp_path / "ties", codec, np.concatenate([block] * 3), doclens)
+    query = data.query(8)
+    for params in (SearchParams.for_k(10), no_pruning(codec, segment)):
+        pids, scores = search(codec, segment, query, 30, params)
+        assert len(pids) % 3 == 0 and len(pids) >= 3
+        if params.ncells > 1:
+            assert len(pids) == 27  # 9 non-empty passages, three copies each
+        for _ in range(3):
+            again = search(codec, segment, query, 30, params)
+            np.testing.assert_array_equal(again[0], pids)
+            np.testing.assert_array_equal(again[1], scores)
+        by_pid = dict(zip(pids.tolist(), scores.tolist(), strict=True))
+        assert all(by_pid[p] == by_pid[p + 10] == by_pid[p + 20] for p in range(10) if p in by_pid)
+        assert np.all(np.diff(scores) <= 0)
+        tied = scores[:-1] == scores[1:]
+        assert np.all(pids[:-1][tied] < pids[1:][tied])
+        top = int(pids[0])
+        assert pids[:3].tolist() == [top, top + 10, top + 20]
+    pids, _ = plaid.exhaustive_search(codec, segment, query, 2)
+    assert pids.tolist() == [top, top + 10]
+
+
+def test_top_indices_ties() -> None:
+    scores = np.array([1.0, 3.0, 3.0, 2.0, 3.0, -np.inf, 2.0], dtype=np.float32)
+    assert plaid._top_indices(scores, 2).tolist() == [1, 2]
+    assert plaid._top_indices(scores, 4).tolist() == [1, 2, 4, 3]
+    assert plaid._top_indices(scores, 100).tolist() == [1, 2, 4, 3, 6, 0, 5]
+    assert plaid._top_indices(scores, 0).tolist() == []
+
+
+def test_segment_smaller_than_k(tmp_path, data, codec) -> None:
+    segment = write_segment(tmp_path / "small", codec, data.vectors[:5], np.array([2, 0, 3]))
+    query = data.query(3)
+    for params in (SearchParams.for_k(100), SearchParams.for_k(10)):
+        pids, _ = search(codec, segment, query, 100, params)
+        assert set(pids.tolist()) <= {0, 2}
+    assert_same(
+        search(codec, segment, query, 100, no_pruning(codec, segment)),
+        brute_search(codec, segment, query, 100),
+    )
+    assert len(plaid.exhaustive_search(codec, segment, query, 100)[0]) == 2
+
+
+def test_no_candidates_in_this_segment(tmp_path, data, codec) -> None:
+    # a segment whose tokens all sit in one cell, searched with a query about another cell
+    codes, _ = codec.compress(data.vectors)
+    cell = int(np.bincount(codes).argmax())
+    rows = data.vectors[codes == cell][:6]
+    segment = write_segment(tmp_path / "one_cell", codec, rows, np.array([3, 3]))
+    query = codec.centroids[[(cell + 1) % codec.num_centroids]]
+    pids, scores = search(codec, segment, query, 10, SearchParams(1, 0.5, 256))
+    assert pids.shape == (0,) and scores.shape == (0,)
+    assert pids.dtype == np.int64 and scores.dtype == np.float32
+    assert len(plaid.exhaustive_search(codec, segment, query, 10)[0]) == 2
+
+
+def test_one_vector_query_as_row_or_flat(data, codec, segment) -> None:
+    query = data.query(1)
+    params = SearchParams.for_k(10)
+    as_row = search(codec, segment, query, 10, params)
+    as_flat = plaid.search_segment(
+        codec, segment, query[0], plaid.centroid_scores(codec, query[0]), 10, params
+    )
+    assert_same(as_flat, as_row)
+    assert len(as_row[0]) >= 1
+
+
+def test_empty_segment(tmp_path, codec, data) -> None:
+    segment = write_segment(
+        tmp_path / "empty", codec, np.zeros((0, DIM), np.float32), np.zeros(0, np.int32)
+    )
+    query = data.query(3)
+    assert len(search(codec, segment, query, 10, SearchParams.for_k(10))[0]) == 0
+    assert len(plaid.exhaustive_search(codec, segment, query, 10)[0]) == 0
+    assert plaid.choose_exhaustive(segment, 0, SearchParams.for_k(10))
+
+
+# ---------------------------------------------------------------------- exhaustive switch
+
+
+def fake_segment(n_passages: int, mean_len: int) -> Segment:
+    n_tokens = n_passages * mean_len
+    zeros = np.zeros(1, dtype=np.int32)
+    return Segment(
+        name="fake",
+        pid_base=0,
+        codes=np.broadcast_to(zeros, (n_tokens,)),
+        residuals=np.broadcast_to(np.zeros((1, 32), np.uint8), (n_tokens, 32)),
+        doclens=np.full(n_passages, mean_len, dtype=np.int32),
+        ivf=zeros,
+        ivf_offsets=np.zeros(2, dtype=np.int64),
+    )
+
+
+def test_choose_exhaustive() -> None:
+    params = SearchParams.for_k(10)
+    big = fake_segment(100_000, 60)
+    assert not plaid.choose_exhaustive(big, 100_000, params)
+    assert not plaid.choose_exhaustive(big, 10_000, params)
+    assert plaid.choose_exhaustive(big, 50, params)  # a very selective filter
+    assert plaid.choose_exhaustive(big, 0, params)
+    small = fake_segment(300, 60)
+    assert plaid.choose_exhaustive(small, 300, params)
+    # a larger ndocs makes PLAID decompress more passages, so exhaustive wins for longer
+    wide = SearchParams.for_k(5000)
+    n = ((wide.ndocs // 4) * 60 + plaid.EXHAUSTIVE_MAX_TOKENS) // 120  # between the two
+    assert plaid.choose_exhaustive(big, n, wide) and not plaid.choose_exhaustive(big, n, params)

@@ -255,6 +255,7 @@ def _time_encoding(model, out: dict, dump: str | None = None) -> None:
                 item = next(stream)
             except StopIteration:
                 out["encode_s"] += time.perf_counter() - start
+                out.setdefault("memory", {})["after encode"] = rss_kb()["VmHWM"] // 1024
                 if handle is not None:
                     handle.close()
                     out["dump_order"], out["dump_lengths"] = order, lengths
@@ -273,18 +274,23 @@ def _time_encoding(model, out: dict, dump: str | None = None) -> None:
 
 
 def _time_phases(out: dict) -> None:
-    """Time the build steps of ``Index.add`` by wrapping the functions it calls."""
+    """Time the build steps of ``Index.add`` by wrapping the functions it calls; also record the
+    process's RSS high-water mark (VmHWM, MB) when each step ends (``memory``), to show which
+    step sets the peak."""
     from jacolbert_core.index import codec, segment, store
 
     phases = out.setdefault("phases", {})
+    memory = out.setdefault("memory", {})
 
     def wrap(fn, key):
         def wrapped(*args, **kwargs):
             start = time.perf_counter()
+            memory[f"before {key}"] = rss_kb()["VmHWM"] // 1024
             try:
                 return fn(*args, **kwargs)
             finally:
                 phases[key] = phases.get(key, 0.0) + time.perf_counter() - start
+                memory[f"after {key}"] = rss_kb()["VmHWM"] // 1024
 
         return wrapped
 
@@ -813,6 +819,11 @@ def report(res: dict, args) -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in ph.items())
         + f", encode {o_enc:.1f}, model load {ours_ix['model_load_s']:.1f} (excluded)"
     )
+    if ours_ix.get("memory"):
+        print(
+            "our RSS high-water mark (MB) as the build goes: "
+            + ", ".join(f"{k} {v}" for k, v in ours_ix["memory"].items())
+        )
     if ref_ix:
         ph = ref_ix["phases"]
         print(
@@ -882,6 +893,24 @@ def report(res: dict, args) -> None:
             fmt(rt),
             "<= 0.5x",
             verdict(None if rt is None else rt <= TARGETS["resident"]),
+        ]
+    )
+    o_anon = (o_open["rss_after_first_kb"]["RssAnon"] - o_open["rss_before_kb"]["RssAnon"]) / 1024
+    r_anon = None
+    if r_open:
+        r_anon = (
+            r_open["rss_after_first_kb"]["RssAnon"]
+            - r_open["rss_before_kb"]["RssAnon"]
+            - r_open.get("model_rss_kb", 0)
+        ) / 1024
+    rows.append(
+        [
+            "  of which anonymous (private) memory, MB (colbert-ai: minus its model's RSS)",
+            fmt(o_anon, ".1f"),
+            fmt(r_anon, ".1f"),
+            fmt(ratio(o_anon, r_anon)),
+            "",
+            "",
         ]
     )
     rows.append(

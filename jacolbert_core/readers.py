@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jacolbert_core.datafiles import iter_jsonl
 from jacolbert_core.errors import JaColBERTError
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -43,23 +43,14 @@ def read_records(path: str | Path) -> list[Record]:
 
 def _read_jsonl(path: Path) -> list[Record]:
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise JaColBERTError(f"{path}:{number}: not valid JSON ({error})") from error
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise JaColBERTError(f"{path}:{number}: each line needs a string field 'text'")
-            records.append(
-                Record(
-                    str(row.get("id", f"{path.stem}-{number}")),
-                    row["text"],
-                    row.get("metadata") or {},
-                )
+    for number, row in iter_jsonl(path):
+        if not isinstance(row.get("text"), str):
+            raise JaColBERTError(f"{path}:{number}: each line needs a string field 'text'")
+        records.append(
+            Record(
+                str(row.get("id", f"{path.stem}-{number}")), row["text"], row.get("metadata") or {}
             )
+        )
     return records
 
 

@@ -23,12 +23,11 @@ its query; the query text must be the same on all of its lines.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jacolbert_core.datafiles import iter_jsonl, read_qrels, read_texts
 from jacolbert_core.errors import JaColBERTError
-from jacolbert_core.training.data import read_jsonl
 
 ALIASES = {
     "qid": ("qid", "q_id", "query_id", "query-id"),
@@ -73,54 +72,14 @@ def load_beir(
         raise JaColBERTError(
             f"{qrels_file} does not exist (splits found: {', '.join(available) or 'none'})"
         )
-    corpus: dict[str, str] = {}
-    for number, row in read_jsonl(folder / "corpus.jsonl"):
-        doc_id, text = row.get("_id", row.get("id")), row.get("text")
-        if doc_id is None or not isinstance(text, str):
-            raise JaColBERTError(f"{folder / 'corpus.jsonl'}:{number}: needs '_id' and 'text'")
-        title = row.get("title")
-        if include_title and isinstance(title, str) and title.strip():
-            text = f"{title} {text}"
-        corpus[str(doc_id)] = text
-    all_queries: dict[str, str] = {}
-    for number, row in read_jsonl(folder / "queries.jsonl"):
-        qid, text = row.get("_id", row.get("id")), row.get("text")
-        if qid is None or not isinstance(text, str):
-            raise JaColBERTError(f"{folder / 'queries.jsonl'}:{number}: needs '_id' and 'text'")
-        all_queries[str(qid)] = text
+    corpus = read_texts(folder / "corpus.jsonl", title=include_title)
+    all_queries = read_texts(folder / "queries.jsonl")
     qrels = read_qrels(qrels_file)
     missing = [q for q in qrels if q not in all_queries]
     if missing:
         raise JaColBERTError(f"{qrels_file}: query {missing[0]!r} is not in queries.jsonl")
     queries = {q: all_queries[q] for q in qrels}
     return RetrievalDataset(folder.name, corpus, queries, qrels)
-
-
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """``query-id <TAB> corpus-id <TAB> score`` (BEIR) or TREC ``qid 0 docid rel`` lines."""
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, parts in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not parts or not "".join(parts).strip():
-                continue
-            if len(parts) == 1:
-                parts = parts[0].split()
-            if len(parts) == 4:  # TREC: qid iter docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise JaColBERTError(f"{path}:{number}: expected query-id, corpus-id, score")
-            try:
-                relevance = int(float(parts[2]))
-            except ValueError:
-                if number == 1:
-                    continue  # header
-                raise JaColBERTError(
-                    f"{path}:{number}: score {parts[2]!r} is not a number"
-                ) from None
-            qrels.setdefault(parts[0], {})[parts[1]] = relevance
-    if not qrels:
-        raise JaColBERTError(f"{path} holds no judgements")
-    return qrels
 
 
 def _field(row: dict, name: str, where: str, required: bool = True):
@@ -137,7 +96,7 @@ def load_rerank(path: str | Path, *, include_title: bool = True) -> RerankDatase
     path = Path(path)
     data = RerankDataset(path.stem, {})
     seen: dict[str, set[str]] = {}
-    for number, row in read_jsonl(path):
+    for number, row in iter_jsonl(path):
         where = f"{path}:{number}"
         qid = str(_field(row, "qid", where))
         query = _field(row, "query", where)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jacolbert_core.datafiles import read_positives, read_texts
+
 __all__ = ["register"]
 
 
@@ -134,9 +136,9 @@ def _mine(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must not be negative")
     if args.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
-    queries = mining.read_texts(args.queries)
-    positives = mining.read_qrels(args.qrels or args.queries)
-    corpus = mining.read_texts(args.corpus, title=args.title)
+    queries = read_texts(args.queries)
+    positives = read_positives(args.qrels or args.queries)
+    corpus = read_texts(args.corpus, title=args.title)
     print(
         f"read {len(queries):,} queries, positives for {len(positives):,}, "
         f"{len(corpus):,} passages",
@@ -240,14 +242,14 @@ def _guess_dense_type(name: str) -> str:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from jacolbert_core.training import mining, teacher
+    from jacolbert_core.training import teacher
 
     if args.batch_size <= 0:
         raise ValueError("--batch-size must be positive")
     if args.max_negatives is not None and args.max_negatives < 0:
         raise ValueError("--max-negatives must not be negative")
-    corpus = mining.read_texts(args.corpus, title=args.title)
-    queries = mining.read_texts(args.queries) if args.queries else None
+    corpus = read_texts(args.corpus, title=args.title)
+    queries = read_texts(args.queries) if args.queries else None
     model = teacher.load_teacher(
         args.teacher,
         kind=args.teacher_type,

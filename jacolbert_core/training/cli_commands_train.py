@@ -80,8 +80,9 @@ def _register_merge(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from jacolbert_core.datafiles import read_texts
     from jacolbert_core.model.colbert import ColBERT
-    from jacolbert_core.training.data import load_groups, load_texts
+    from jacolbert_core.training.data import load_groups
     from jacolbert_core.training.trainer import TrainConfig, Trainer
 
     overrides = {
@@ -118,8 +119,8 @@ def run_train(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         show_progress=sys.stderr.isatty(),
     )
-    corpus = load_texts(args.corpus, kind="corpus") if args.corpus else None
-    queries = load_texts(args.queries, kind="queries") if args.queries else None
+    corpus = read_texts(args.corpus, title=True) if args.corpus else None
+    queries = read_texts(args.queries, kind="queries") if args.queries else None
     groups = load_groups(args.data, corpus=corpus, queries=queries, nway=args.nway, seed=args.seed)
     model = ColBERT.from_pretrained(args.model, device=args.device, **overrides)
     trainer = Trainer(model, groups, config)

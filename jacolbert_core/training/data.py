@@ -17,24 +17,20 @@ Two inputs are understood, told apart by the keys of their first row:
   One group per positive; its ``nway - 1`` negatives are drawn without replacement from the
   row's negatives with a seeded RNG (the same seed gives the same groups).
 
-Passage and query texts come from ``corpus`` / ``queries`` maps, read by :func:`load_texts`
-from JSONL (``id``/``_id``/``pid`` + ``text``, optional ``title``), colbert-ai TSV
-(``id<TAB>text``) or a BEIR folder.
+Passage and query texts come from ``corpus`` / ``queries`` maps, read by
+:func:`jacolbert_core.datafiles.read_texts` from JSONL, colbert-ai TSV or a BEIR folder.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jacolbert_core.datafiles import iter_jsonl
 from jacolbert_core.errors import JaColBERTError
-
-ID_KEYS = ("id", "_id", "pid", "doc_id", "docid", "qid", "query_id", "q_id")
-TEXT_KEYS = ("text", "query", "question", "passage", "content", "contents")
 
 
 @dataclass(frozen=True)
@@ -68,71 +64,6 @@ class TrainingGroup:
             self.texts[:nway],
             None if self.scores is None else self.scores[:nway],
         )
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, row) for each non-empty line; a clear error on bad JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise JaColBERTError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise JaColBERTError(f"{path}:{number}: not valid JSON ({error})") from error
-            if not isinstance(row, dict):
-                raise JaColBERTError(f"{path}:{number}: each line must be a JSON object")
-            yield number, row
-
-
-def load_texts(path: str | Path, *, kind: str = "corpus", include_title: bool = True) -> dict:
-    """``{id: text}`` from a JSONL file, a colbert-ai TSV (``id<TAB>text``, optional header)
-    or a BEIR folder (its ``corpus.jsonl`` or ``queries.jsonl`` by ``kind``).
-
-    For passages with a non-empty ``title`` the text is ``title + " " + text``.
-    """
-    path = Path(path)
-    if path.is_dir():
-        name = "queries.jsonl" if kind == "queries" else "corpus.jsonl"
-        if not (path / name).is_file():
-            raise JaColBERTError(f"{path} is a folder without {name}")
-        path = path / name
-    if path.suffix.lower() in (".tsv", ".txt"):
-        return _load_tsv(path)
-    out: dict[str, str] = {}
-    for number, row in read_jsonl(path):
-        key = next((k for k in ID_KEYS if k in row), None)
-        text_key = next((k for k in TEXT_KEYS if isinstance(row.get(k), str)), None)
-        if key is None or text_key is None:
-            raise JaColBERTError(
-                f"{path}:{number}: needs an id field ({'/'.join(ID_KEYS[:3])}) and a text "
-                f"field ({'/'.join(TEXT_KEYS[:3])})"
-            )
-        text = row[text_key]
-        title = row.get("title")
-        if include_title and kind != "queries" and isinstance(title, str) and title.strip():
-            text = f"{title} {text}"
-        out[str(row[key])] = text
-    return out
-
-
-def _load_tsv(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            parts = line.split("\t")
-            if len(parts) < 2:
-                raise JaColBERTError(f"{path}:{number}: expected 'id<TAB>text'")
-            if number == 1 and parts[0].lower() in ("id", "pid", "qid", "_id"):
-                continue  # header
-            out[parts[0]] = parts[1]
-    return out
 
 
 def detect_format(row: Mapping[str, Any]) -> str:
@@ -174,7 +105,7 @@ def load_groups(
         raise ValueError(f"nway must be at least 2 (a positive and a negative), got {nway}")
     groups: list[TrainingGroup] = []
     fmt = None
-    for number, row in read_jsonl(path):
+    for number, row in iter_jsonl(path):
         fmt = fmt or detect_format(row)
         where = f"{path}:{number}"
         if fmt == "scored":

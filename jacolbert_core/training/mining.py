@@ -2,9 +2,9 @@
 are not known positives.
 
 Inputs are three mappings (all ids are strings): ``queries`` {qid: text}, ``positives``
-{qid: [pid, ...]} and ``corpus`` {pid: text}; :func:`read_texts` and :func:`read_qrels`
-read them from files. Each :class:`NegativeSource` pairs a retriever with how many negatives
-to take from its ranking:
+{qid: [pid, ...]} and ``corpus`` {pid: text}; ``jacolbert_core.datafiles`` reads them from
+files (``read_texts``, ``read_positives``). Each :class:`NegativeSource` pairs a retriever
+with how many negatives to take from its ranking:
 
 * ``n`` negatives per query;
 * ``skip_top``: ranks 1..skip_top of the retriever's ranking are never used (unlabelled
@@ -47,13 +47,14 @@ import json
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from jacolbert_core.datafiles import iter_jsonl, write_jsonl
 from jacolbert_core.errors import JaColBERTError, MissingDependencyError
 
 __all__ = [
@@ -69,8 +70,6 @@ __all__ = [
     "mine",
     "mine_hard_negatives",
     "read_mined",
-    "read_qrels",
-    "read_texts",
     "summarize",
     "to_triples",
     "write_mined",
@@ -136,17 +135,12 @@ class MinedQuery:
 
 def write_mined(path: str | Path, records: Iterable[MinedQuery]) -> int:
     """Write records as JSON Lines; returns how many were written."""
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    return write_jsonl(path, (record.to_dict() for record in records))
 
 
 def read_mined(path: str | Path) -> list[MinedQuery]:
     """Read records written by :func:`write_mined`."""
-    return [MinedQuery.from_dict(row) for row in _jsonl_rows(Path(path))]
+    return [MinedQuery.from_dict(row) for _, row in iter_jsonl(path)]
 
 
 # -- retrievers -------------------------------------------------------------------------------
@@ -630,12 +624,7 @@ def to_triples(
 
 def write_triples(path: str | Path, triples: Iterable[Sequence[Any]]) -> int:
     """Write ``[qid, pos_pid, neg_pid]`` JSON lines (colbert-ai / RAGatouille triples)."""
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for triple in triples:
-            handle.write(json.dumps(list(triple), ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    return write_jsonl(path, (list(triple) for triple in triples))
 
 
 def export_colbert(
@@ -685,129 +674,3 @@ def export_colbert(
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
-
-
-# -- readers ----------------------------------------------------------------------------------
-
-_ID_KEYS = ("id", "_id", "qid", "pid", "docid", "doc_id", "query_id", "query-id", "corpus-id")
-_TEXT_KEYS = ("text", "query", "contents", "passage")
-_POSITIVE_KEYS = ("positives", "relevant", "pos", "positive_ids")
-
-
-def read_texts(path: str | Path, *, title: bool = False) -> dict[str, str]:
-    """{id: text} from JSON Lines (id in ``id``/``_id``/``qid``/``pid``/``docid``, text in
-    ``text``/``query``/``contents``; BEIR's ``title`` is prepended when ``title=True``) or
-    from a TSV ``id \\t text`` with or without a header row (MS MARCO / BEIR layouts)."""
-    path = _existing(path)
-    out: dict[str, str] = {}
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for number, row in _numbered_rows(path):
-            key = next((k for k in _ID_KEYS if k in row), None)
-            value = next((k for k in _TEXT_KEYS if isinstance(row.get(k), str)), None)
-            if key is None or value is None:
-                raise JaColBERTError(
-                    f"{path}:{number}: need an id field ({', '.join(_ID_KEYS[:5])}) and a text "
-                    f"field ({', '.join(_TEXT_KEYS[:3])})"
-                )
-            text = row[value]
-            if title and isinstance(row.get("title"), str) and row["title"].strip():
-                text = f"{row['title']} {text}"
-            _put(out, str(row[key]), text, path, number)
-        return out
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(handle, 1):
-            cells = line.rstrip("\r\n").split("\t")
-            if not any(c.strip() for c in cells):
-                continue
-            if number == 1 and cells[0].strip().lower() in _ID_KEYS:
-                continue  # header row
-            if len(cells) < 2:
-                raise JaColBERTError(f"{path}:{number}: expected 'id<TAB>text'")
-            text = cells[1] if len(cells) == 2 or not title else f"{cells[2]} {cells[1]}"
-            _put(out, cells[0].strip(), text, path, number)
-    return out
-
-
-def read_qrels(path: str | Path) -> dict[str, list[str]]:
-    """{qid: [positive pid, ...]} from a qrels file:
-
-    * TSV/whitespace ``qid pid`` (two columns), BEIR ``query-id corpus-id score`` (header
-      optional) or TREC ``qid iteration pid relevance``; rows with relevance <= 0 are skipped;
-    * JSON Lines with a query id and a list of positives (``positives``/``relevant``/``pos``),
-      e.g. a queries file that carries its labels.
-    """
-    path = _existing(path)
-    out: dict[str, list[str]] = {}
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        for number, row in _numbered_rows(path):
-            key = next((k for k in _ID_KEYS if k in row), None)
-            value = next((k for k in _POSITIVE_KEYS if isinstance(row.get(k), list)), None)
-            if key is None or value is None:
-                raise JaColBERTError(
-                    f"{path}:{number}: need a query id and a list of positive ids "
-                    f"({', '.join(_POSITIVE_KEYS)})"
-                )
-            out.setdefault(str(row[key]), []).extend(str(p) for p in row[value])
-        return out
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            cells = line.split("\t") if "\t" in line else line.split()
-            cells = [c.strip() for c in cells]
-            if not cells or not cells[0]:
-                continue
-            if number == 1 and cells[0].lower() in _ID_KEYS:
-                continue  # header row
-            if len(cells) == 2:
-                qid, pid, relevance = cells[0], cells[1], "1"
-            elif len(cells) == 3:
-                qid, pid, relevance = cells
-            elif len(cells) == 4:
-                qid, _, pid, relevance = cells
-            else:
-                raise JaColBERTError(
-                    f"{path}:{number}: expected 'qid pid', 'qid pid score' or "
-                    f"'qid iteration pid relevance', got {len(cells)} columns"
-                )
-            try:
-                positive = float(relevance) > 0
-            except ValueError as error:
-                raise JaColBERTError(
-                    f"{path}:{number}: relevance {relevance!r} is not a number"
-                ) from error
-            if positive:
-                pids = out.setdefault(qid, [])
-                if pid not in pids:
-                    pids.append(pid)
-    return out
-
-
-def _existing(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise JaColBERTError(f"{path} does not exist or is not a file")
-    return path
-
-
-def _put(out: dict[str, str], key: str, text: str, path: Path, number: int) -> None:
-    if key in out:
-        raise JaColBERTError(f"{path}:{number}: duplicate id {key!r}")
-    out[key] = text
-
-
-def _numbered_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise JaColBERTError(f"{path}:{number}: not valid JSON ({error})") from error
-            if not isinstance(row, dict):
-                raise JaColBERTError(f"{path}:{number}: expected a JSON object per line")
-            yield number, row
-
-
-def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    for _, row in _numbered_rows(_existing(path)):
-        yield row

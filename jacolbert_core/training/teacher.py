@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from jacolbert_core.datafiles import iter_jsonl, write_jsonl
 from jacolbert_core.errors import JaColBERTError
 
 __all__ = [
@@ -111,25 +112,15 @@ def groups_from_mined(
 
 def read_groups(path: str | Path, *, max_negatives: int | None = None) -> list[NWayGroup]:
     """Groups from a JSON Lines file in any format listed in the module docstring."""
-    path = Path(path)
-    if not path.is_file():
-        raise JaColBERTError(f"{path} does not exist or is not a file")
     groups: list[NWayGroup] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise JaColBERTError(f"{path}:{number}: not valid JSON ({error})") from error
-            try:
-                groups.extend(_groups_of(row))
-            except (KeyError, TypeError, ValueError, IndexError) as error:
-                raise JaColBERTError(
-                    f"{path}:{number}: not an n-way group (mined record, [qid, pos, neg...] "
-                    f"or {{qid, pos, negs}}): {error!r}"
-                ) from error
+    for number, row in iter_jsonl(path, objects=False):
+        try:
+            groups.extend(_groups_of(row))
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise JaColBERTError(
+                f"{path}:{number}: not an n-way group (mined record, [qid, pos, neg...] "
+                f"or {{qid, pos, negs}}): {error!r}"
+            ) from error
     if max_negatives is not None:
         for group in groups:
             del group.negs[max_negatives:]
@@ -155,22 +146,14 @@ def _groups_of(row: Any) -> list[NWayGroup]:
 
 def write_scored(path: str | Path, groups: Iterable[ScoredGroup]) -> int:
     """Write scored groups as JSON Lines; returns how many were written."""
-    count = 0
-    with open(path, "w", encoding="utf-8") as handle:
-        for group in groups:
-            handle.write(json.dumps(group.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    return write_jsonl(path, (group.to_dict() for group in groups))
 
 
 def read_scored(path: str | Path) -> list[ScoredGroup]:
     """Read scored groups written by :func:`write_scored`, checking their shape."""
     out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
+    for number, row in iter_jsonl(path):
+        try:
             group = ScoredGroup(
                 str(row["qid"]),
                 str(row["pos"]),
@@ -178,12 +161,16 @@ def read_scored(path: str | Path) -> list[ScoredGroup]:
                 [float(s) for s in row["scores"]],
                 row.get("query"),
             )
-            if len(group.scores) != len(group.negs) + 1:
-                raise JaColBERTError(
-                    f"{path}:{number}: {len(group.scores)} scores for {len(group.negs) + 1} "
-                    "passages (need one per passage, positive first)"
-                )
-            out.append(group)
+        except (KeyError, TypeError, ValueError) as error:
+            raise JaColBERTError(
+                f"{path}:{number}: not a scored group (need qid, pos, negs, scores): {error!r}"
+            ) from error
+        if len(group.scores) != len(group.negs) + 1:
+            raise JaColBERTError(
+                f"{path}:{number}: {len(group.scores)} scores for {len(group.negs) + 1} "
+                "passages (need one per passage, positive first)"
+            )
+        out.append(group)
     return out
 
 

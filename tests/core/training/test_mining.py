@@ -25,8 +25,6 @@ from jacolbert_core.training.mining import (
     mine,
     mine_hard_negatives,
     read_mined,
-    read_qrels,
-    read_texts,
     summarize,
     to_triples,
     write_mined,
@@ -348,42 +346,6 @@ def test_export_colbert_uses_line_numbers(tmp_path, records):
         [0, 1, 2, 3],
         [1, 3, 0],
     ]
-
-
-# --------------------------------------------------------------------------- readers
-
-
-def test_read_texts_jsonl_and_tsv(tmp_path):
-    (tmp_path / "c.jsonl").write_text(
-        '{"_id": "d1", "title": "題", "text": "本文"}\n\n{"id": 2, "text": "二"}\n',
-        encoding="utf-8",
-    )
-    assert read_texts(tmp_path / "c.jsonl") == {"d1": "本文", "2": "二"}
-    assert read_texts(tmp_path / "c.jsonl", title=True)["d1"] == "題 本文"
-    (tmp_path / "q.jsonl").write_text('{"id": "q1", "query": "問い", "relevant": ["d1"]}\n')
-    assert read_texts(tmp_path / "q.jsonl") == {"q1": "問い"}
-    assert read_qrels(tmp_path / "q.jsonl") == {"q1": ["d1"]}
-    (tmp_path / "c.tsv").write_text("id\ttext\n7\t七 の 文\n8\t八\n", encoding="utf-8")
-    assert read_texts(tmp_path / "c.tsv") == {"7": "七 の 文", "8": "八"}
-    (tmp_path / "d.tsv").write_text("7\t七\n7\t重複\n", encoding="utf-8")
-    with pytest.raises(JaColBERTError, match="duplicate id"):
-        read_texts(tmp_path / "d.tsv")
-    with pytest.raises(JaColBERTError, match="does not exist"):
-        read_texts(tmp_path / "missing.tsv")
-
-
-def test_read_qrels_layouts(tmp_path):
-    (tmp_path / "two.tsv").write_text("q1\td1\nq1\td2\nq2\td3\n")
-    assert read_qrels(tmp_path / "two.tsv") == {"q1": ["d1", "d2"], "q2": ["d3"]}
-    (tmp_path / "beir.tsv").write_text(
-        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td3\t2\n"
-    )
-    assert read_qrels(tmp_path / "beir.tsv") == {"q1": ["d1"], "q2": ["d3"]}
-    (tmp_path / "trec.txt").write_text("q1 0 d1 1\nq1 0 d9 0\nq2 Q0 d3 1\n")
-    assert read_qrels(tmp_path / "trec.txt") == {"q1": ["d1"], "q2": ["d3"]}
-    (tmp_path / "bad.tsv").write_text("q1\td1\tx\n")
-    with pytest.raises(JaColBERTError, match="not a number"):
-        read_qrels(tmp_path / "bad.tsv")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -36,8 +36,6 @@ import argparse
 import gc
 import json
 import os
-import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,11 @@ import torch
 
 from jacolbert_core.model.colbert import ColBERT
 from jacolbert_core.model.scoring import maxsim
-from jacolbert_core.testing import make_tiny_checkpoint, sample_corpus, sample_queries
+from jacolbert_core.testing import (
+    make_tiny_checkpoint,
+    sample_queries,
+    spliced_passages,
+)
 
 BATCH_SIZE = 32
 
@@ -139,22 +141,6 @@ class Reference:
         self.log.close()
 
 
-def passages(n: int, seed: int) -> list[str]:
-    """``n`` passages of 150-400 characters made of sample-corpus sentences in random order."""
-    sentences = []
-    for doc in sample_corpus():
-        sentences += [s for s in re.split(r"(?<=[。！？\n])", doc["text"]) if s.strip()]
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        target = rng.randint(150, 400)
-        text = ""
-        while len(text) < target:
-            text += rng.choice(sentences)
-        out.append(text[:target])
-    return out
-
-
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall-clock and process CPU seconds (all threads) of one call, and its result."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -174,7 +160,7 @@ def _status_kb(field: str) -> int:
 
 def memory_worker(path: str, n: int, seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
-    texts = passages(n, seed)
+    texts = spliced_passages(n, seed, low=150)
     model = ColBERT.from_pretrained(path, device="cpu")
     for _ in model.iter_encode_documents(texts[:256], BATCH_SIZE):  # warm up allocator, caches
         pass
@@ -271,7 +257,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     heads = args.heads or max(1, args.hidden // 64)
-    texts = passages(args.passages, args.seed)
+    texts = spliced_passages(args.passages, args.seed, low=150)
     tmp = tempfile.TemporaryDirectory()
     path = make_tiny_checkpoint(
         Path(tmp.name, "bench"),

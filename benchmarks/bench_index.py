@@ -60,7 +60,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -89,33 +88,12 @@ TARGETS = {
 # -- data ----------------------------------------------------------------------------------------
 
 
-def sentences() -> list[str]:
-    from jacolbert_core.testing import sample_corpus
-
-    out = []
-    for doc in sample_corpus():
-        out += [s for s in re.split(r"(?<=[。！？\n])", doc["text"]) if s.strip()]
-    return out
-
-
-def make_passages(n: int, seed: int, low: int = 100, high: int = 400) -> list[str]:
-    """``n`` passages of ``low``-``high`` characters spliced from sample-corpus sentences."""
-    pool = sentences()
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        target = rng.randint(low, high)
-        text = ""
-        while len(text) < target:
-            text += rng.choice(pool)
-        out.append(text[:target])
-    return out
-
-
 def make_queries(n: int, seed: int) -> list[str]:
     """``n`` distinct 12-40 character fragments of passages that are not indexed."""
+    from jacolbert_core.testing import spliced_passages
+
     rng = random.Random(seed)
-    others = make_passages(4 * n, seed)
+    others = spliced_passages(4 * n, seed)
     out: list[str] = []
     for passage in others:
         length = rng.randint(12, 40)
@@ -1195,7 +1173,7 @@ def run(args) -> int:
     import torch
     import transformers
 
-    from jacolbert_core.testing import make_tiny_checkpoint
+    from jacolbert_core.testing import make_tiny_checkpoint, spliced_passages
 
     started = time.perf_counter()
     res: dict[str, Any] = {"args": vars(args), "load": {"start": load()}, "targets": TARGETS}
@@ -1205,7 +1183,7 @@ def run(args) -> int:
     )
     print(f"{os.cpu_count()} CPUs, load average {load()}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="bench_index_"))
-    texts = make_passages(args.passages, args.seed)
+    texts = spliced_passages(args.passages, args.seed)
     queries = make_queries(args.queries, args.seed + 1)
     res["queries"] = queries
     (tmp / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import re
 import sys
 import tempfile
 import time
@@ -23,23 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jacolbert_core.model.fast_tokenizer import FastJapaneseTokenizer
-from jacolbert_core.testing import japanese_vocab, sample_corpus, sample_queries
-
-
-def passages(n: int, seed: int) -> list[str]:
-    """``n`` passages of 100-400 characters made of corpus sentences in random order."""
-    sentences = []
-    for doc in sample_corpus():
-        sentences += [s for s in re.split(r"(?<=[。！？\n])", doc["text"]) if s.strip()]
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        target = rng.randint(100, 400)
-        text = ""
-        while len(text) < target:
-            text += rng.choice(sentences)
-        out.append(text[:target])
-    return out
+from jacolbert_core.testing import (
+    japanese_vocab,
+    sample_corpus,
+    sample_queries,
+    spliced_passages,
+)
 
 
 def build_tokenizer(directory: Path):
@@ -81,7 +68,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    texts = passages(args.n, args.seed)
+    texts = spliced_passages(args.n, args.seed)
     n = len(texts)
     chars = sum(map(len, texts))
     with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,8 @@ JaColBERT checkpoints.
 from __future__ import annotations
 
 import json
+import random
+import re
 import string
 import unicodedata
 from collections import Counter
@@ -30,6 +32,23 @@ def sample_corpus() -> list[dict[str, Any]]:
 def sample_queries() -> list[dict[str, Any]]:
     """Queries over :func:`sample_corpus` (``id``, ``query``, ``relevant`` ids)."""
     return _read_jsonl("sample_queries_ja.jsonl")
+
+
+def spliced_passages(n: int, seed: int, low: int = 100, high: int = 400) -> list[str]:
+    """``n`` passages of ``low``-``high`` characters made of :func:`sample_corpus` sentences in
+    seeded random order: realistic Japanese text of any volume for benchmarks."""
+    sentences = [
+        s for doc in sample_corpus() for s in re.split(r"(?<=[。！？\n])", doc["text"]) if s.strip()
+    ]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        target = rng.randint(low, high)
+        text = ""
+        while len(text) < target:
+            text += rng.choice(sentences)
+        out.append(text[:target])
+    return out
 
 
 def _read_jsonl(name: str) -> list[dict[str, Any]]:

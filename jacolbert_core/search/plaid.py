@@ -30,13 +30,12 @@ come from ``np.maximum.reduceat`` along its contiguous axis.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from jacolbert_core.index.codec import ResidualCodec
-from jacolbert_core.index.segment import Segment
+from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
@@ -107,22 +106,30 @@ class SearchParams:
 
     @classmethod
     def high_recall(cls, k: int) -> SearchParams:
-        """A slower preset that finds more of the exact top k: the defaults for ``k`` with
-        twice the probed cells, a threshold 0.05 lower and eight times ``ndocs`` (so stage 4
-        scores eight times as many passages exactly). At k=10: (2, 0.45, 2048).
+        """A slower preset that finds more of the exact top k: the defaults for ``k`` with the
+        same probed cells, a threshold 0.05 lower and four times ``ndocs`` (so stage 4 scores
+        four times as many passages exactly). At k=10: (1, 0.45, 1024).
 
-        Measured on the synthetic 100k-passage segment of ``benchmarks/bench_search.py``
-        (nbits=2): agreement@10 with exact MaxSim rises from about 0.88 to 0.95 (exhaustive
-        scoring of the compressed vectors reaches 0.955) for about 3-4x the latency. Of the
-        three knobs ``ndocs`` matters most there: the centroid-only ranking of stages 2-3 is
-        what drops true top-k passages. Use it for evaluation, or when recall matters more
-        than latency.
+        Measured at k=10 (nbits=2, CPU time on one core, agreement@10 with exact MaxSim over the
+        original float vectors), against the defaults (1, 0.5, 256):
+
+        * 5k passages of a peaked checkpoint (``benchmarks/bench_index.py``): agreement 0.928
+          -> 0.930 for 2.26x the latency (the previous preset, (2, 0.45, 2048): 0.937 at 4.8x;
+          (2, 0.45, 1024): 0.937 at 3.0x);
+        * the synthetic 100k-passage segment of ``benchmarks/bench_search.py``: 0.906 -> 0.956
+          for 1.8-2.2x (exhaustive scoring of the compressed vectors reaches 0.962; (2, 0.45,
+          2048): 0.962 at 2.9-4.2x; (1, 0.45, 2048): 0.962 at 2.2-2.9x; (2, 0.45, 1024): 0.956
+          at 2.4-3.2x).
+
+        Of the three knobs ``ndocs`` matters most: the centroid-only ranking of stages 2-3 is
+        what drops true top-k passages, while a second probed cell doubles the candidates for
+        little gain. Use it for evaluation, or when recall matters more than latency.
         """
         base = cls.for_k(k)
         return cls(
-            ncells=2 * base.ncells,
+            ncells=base.ncells,
             centroid_score_threshold=base.centroid_score_threshold - 0.05,
-            ndocs=8 * base.ndocs,
+            ndocs=4 * base.ndocs,
         )
 
 
@@ -133,7 +140,9 @@ def centroid_scores(codec: ResidualCodec, query: np.ndarray) -> np.ndarray:
     """``query @ codec.centroids.T``: float32 ``[q, C]``, C-contiguous. Compute it once per
     query and pass it to the search of every segment (they share the codec)."""
     query = _check_query(codec, query)
-    return query @ _centroids_t(codec)
+    # no cached transposed copy of the centroids: it measured ~25% faster for this product but
+    # kept another C x D float32 array resident (4 MiB at 8192 centroids, 16 MiB at 32768)
+    return query @ codec.centroids.T
 
 
 def search_segment(
@@ -283,15 +292,13 @@ def candidates(
     probed cells (:func:`probe_cells`), restricted to ``allowed`` when given."""
     scores_qc = _check_scores(scores_qc)
     allowed = _check_allowed(segment, allowed)
-    ivf_offsets = np.asarray(segment.ivf_offsets)
-    if len(ivf_offsets) != scores_qc.shape[1] + 1:
+    if segment.n_centroids != scores_qc.shape[1]:
         raise ValueError(
-            f"the segment's IVF has {len(ivf_offsets) - 1} centroids but scores_qc has "
+            f"the segment's IVF has {segment.n_centroids} centroids but scores_qc has "
             f"{scores_qc.shape[1]}; was the segment built with this codec?"
         )
     cells = probe_cells(scores_qc, ncells)
-    starts = ivf_offsets[cells]
-    entries = np.asarray(segment.ivf)[_ranges(starts, ivf_offsets[cells + 1] - starts)]
+    entries = segment.ivf_passages(cells)
     hit = np.zeros(segment.n_passages, dtype=bool)
     hit[entries] = True
     if allowed is not None:
@@ -334,19 +341,6 @@ def exact_scores(
 
 # ---------------------------------------------------------------------- helpers
 
-# codec -> its centroids transposed, C-contiguous [D, C]: ``query @ centroids_t`` is a plain
-# GEMM, measured ~30% faster than ``query @ centroids.T`` (q=32, C=32768, one core).
-_CENTROIDS_T: weakref.WeakKeyDictionary[ResidualCodec, np.ndarray] = weakref.WeakKeyDictionary()
-
-
-def _centroids_t(codec: ResidualCodec) -> np.ndarray:
-    centroids_t = _CENTROIDS_T.get(codec)
-    if centroids_t is None:
-        centroids_t = np.ascontiguousarray(codec.centroids.T)
-        centroids_t.setflags(write=False)
-        _CENTROIDS_T[codec] = centroids_t
-    return centroids_t
-
 
 def _approximate(
     segment: Segment,
@@ -356,14 +350,21 @@ def _approximate(
     threshold: float | None,
 ) -> np.ndarray:
     lengths = offsets[pids + 1] - offsets[pids]
-    codes = np.take(np.asarray(segment.codes), _ranges(offsets[pids], lengths))
+    codes = segment.take_codes(ranges(offsets[pids], lengths))
     if threshold is not None and threshold > -np.inf:
-        keep = (scores_qc.max(axis=0) >= threshold)[codes]
-        codes = codes[keep]
+        kept_centroids = np.flatnonzero(scores_qc.max(axis=0) >= threshold)
+        # position of each kept centroid in kept_centroids, -1 for a pruned one
+        remap = np.full(scores_qc.shape[1], -1, dtype=np.int32)
+        remap[kept_centroids] = np.arange(len(kept_centroids), dtype=np.int32)
+        codes = np.take(remap, codes)
+        keep = codes >= 0
+        codes = np.compress(keep, codes)  # several times faster than codes[keep]
         kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
         np.cumsum(keep, out=kept_before[1:])
         ends = np.cumsum(lengths)
         lengths = kept_before[ends] - kept_before[ends - lengths]
+        # gather from the kept centroids' columns only: a table small enough to stay in cache
+        scores_qc = np.ascontiguousarray(scores_qc[:, kept_centroids])
     return _sum_of_max(np.take(scores_qc, codes, axis=1), lengths)
 
 
@@ -379,14 +380,13 @@ def _exact(
     lengths = offsets[pids + 1] - offsets[pids]
     use_vectors = exact_vectors and segment.vectors is not None
     for lo, hi in _blocks(lengths, _EXACT_BLOCK_TOKENS):
-        rows = _ranges(offsets[pids[lo:hi]], lengths[lo:hi])
+        rows = ranges(offsets[pids[lo:hi]], lengths[lo:hi])
         if not len(rows):
             continue
         if use_vectors:
-            vectors = np.take(np.asarray(segment.vectors), rows, axis=0).astype(np.float32)
+            vectors = segment.take_vectors(rows).astype(np.float32)
         else:
-            codes = np.take(np.asarray(segment.codes), rows)
-            vectors = codec.decompress(codes, np.take(np.asarray(segment.residuals), rows, axis=0))
+            vectors = codec.decompress(segment.take_codes(rows), segment.take_residuals(rows))
         out[lo:hi] = _sum_of_max(query @ vectors.T, lengths[lo:hi])
     return out
 
@@ -415,16 +415,6 @@ def _top_indices(scores: np.ndarray, n: int) -> np.ndarray:
         pool = np.arange(len(scores))
     order = np.argsort(-scores[pool], kind="stable")[:n]
     return pool[order].astype(np.int64, copy=False)
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenation of ``arange(s, s + n)`` over pairs ``(s, n)``, int64, without a loop."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    shift = np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths)
-    return np.arange(total, dtype=np.int64) + np.repeat(shift, lengths)
 
 
 def _blocks(lengths: np.ndarray, budget: int):

@@ -1,0 +1,60 @@
+"""Codec training inside ``Index.add``: the k-means sample and settings are fixed and seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jacolbert_core.index import codec as codec_module
+from jacolbert_core.index import index as index_module
+from jacolbert_core.index.codec import default_num_centroids
+from jacolbert_core.index.index import kmeans_sample
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (10, 10),  # tiny: every vector
+        (20_000, 20_000),
+        (50_000, 20_000),  # KMEANS_MIN_SAMPLE floor
+        (700_378, 8 * 8192),  # the 5000-passage bench: 8 points per centroid
+        (10_000_000, 8 * 32768),
+    ],
+)
+def test_sample_size(n: int, expected: int) -> None:
+    k = default_num_centroids(n)
+    assert index_module.KMEANS_POINTS_PER_CENTROID == 8
+    assert len(kmeans_sample(n, k, seed=1)) == expected
+
+
+def test_sample_is_deterministic_sorted_and_distinct() -> None:
+    a = kmeans_sample(700_378, 8192, seed=3)
+    np.testing.assert_array_equal(a, kmeans_sample(700_378, 8192, seed=3))
+    assert np.all(np.diff(a) > 0) and a[0] >= 0 and a[-1] < 700_378
+    assert not np.array_equal(a, kmeans_sample(700_378, 8192, seed=4))
+
+
+def test_index_trains_with_the_module_settings(make_index, monkeypatch) -> None:
+    calls = []
+    original = codec_module._kmeans
+
+    def spy(x, k, iters, seed):
+        calls.append((len(x), k, iters))
+        return original(x, k, iters, seed)
+
+    monkeypatch.setattr(codec_module, "_kmeans", spy)
+    index = make_index(n=12)
+    [(rows, k, iters)] = calls
+    assert iters == index_module.KMEANS_ITERS
+    assert k == index.stats()["centroids"] <= rows
+
+
+def test_release_pages_keeps_the_data(tmp_path) -> None:
+    path = tmp_path / "spill.f16"
+    data = np.arange(4096 * 8, dtype=np.float16).reshape(-1, 8)
+    data.tofile(path)
+    spill = np.memmap(path, dtype=np.float16, mode="r", shape=data.shape)
+    assert float(spill[::7].astype(np.float32).sum()) == float(data[::7].astype(np.float32).sum())
+    index_module.release_pages(spill)  # pages leave RSS, the mapping stays valid
+    np.testing.assert_array_equal(spill, data)
+    index_module.release_pages(data)  # in-memory arrays: no-op

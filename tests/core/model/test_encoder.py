@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from jacolbert_core import CheckpointError, ColBERT, MissingDependencyError
+from jacolbert_core.model import colbert as colbert_module
 from jacolbert_core.model.tokenization import dynamic_query_length
 from jacolbert_core.testing import make_tiny_checkpoint
 
@@ -89,6 +90,35 @@ def test_batching_and_order_do_not_change_vectors(tiny_model, corpus):
     batched = tiny_model.encode_documents(texts, batch_size=16)
     for a, b in zip(one_by_one, batched, strict=True):
         assert a.shape == b.shape and np.abs(a - b).max() < 1e-5
+
+
+def test_chunked_tokenization_keeps_the_global_length_order(tiny_model, corpus, monkeypatch):
+    # iter_encode_documents tokenizes in chunks into one int32 table; the batches (global
+    # length sort, stable) and so the vectors are exactly those of tokenizing everything at once
+    texts = [doc["text"] for doc in corpus] * 2
+    sequences = tiny_model.tokenizer.document_ids(texts)
+    expected = sorted(range(len(texts)), key=lambda i: len(sequences[i]))
+    monkeypatch.setattr(colbert_module, "_TOKENIZE_CHUNK", 7)
+    batches = list(tiny_model.iter_encode_documents(texts, batch_size=5))
+    assert [i for indices, _ in batches for i in indices] == expected
+    ids, offsets = tiny_model._document_id_table(texts)
+    assert ids.dtype == np.int32
+    assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == sequences
+    monkeypatch.setattr(colbert_module, "_TOKENIZE_CHUNK", 1 << 20)
+    for (_, a), (_, b) in zip(
+        batches, tiny_model.iter_encode_documents(texts, batch_size=5), strict=True
+    ):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert list(tiny_model.iter_encode_documents([], batch_size=5)) == []
+
+
+def test_library_disables_the_onednn_primitive_cache():
+    # set when jacolbert_core.model.colbert is imported (before any primitive), unless the user
+    # chose a value: the per-shape cache fragments the heap while streaming a collection
+    import os
+
+    assert os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") is not None
 
 
 def test_rerank_score_and_search_encoded_agree(tiny_model, corpus, queries):

@@ -1,6 +1,7 @@
 """PLAID search latency and quality on one synthetic segment (100k passages x ~60 tokens).
 
     python benchmarks/bench_search.py [--passages 100000] [--queries 16] [--nbits 2 1 4]
+        [--params 2,0.45,1024 ...] [--reference-python /root/venvs/colbert/bin/python]
 
 Reports, for nbits 2, 1 and 4, at the default parameters for k=10 and at the high-recall
 preset: p50/p95 wall-clock latency and p50 process CPU time of ``centroid_scores`` +
@@ -10,7 +11,20 @@ top 10 within the top 100 (a k=100 search with that k's parameters), both agains
 exact MaxSim over the ORIGINAL float32 vectors, and the compressed ceiling (the top 10 by exact
 MaxSim over the decompressed vectors among the true top 1000: what a perfect candidate
 generator would return). It also times ``exhaustive_search`` against filtered PLAID on random
-allowed subsets, the measurement behind ``choose_exhaustive``.
+allowed subsets, the measurement behind ``choose_exhaustive``. ``--params N,T,D`` adds PLAID
+settings (ncells, threshold, ndocs) to measure at k=10 beside the two presets.
+
+With ``--reference-python`` (default: $JACOLBERT_REFERENCE_PYTHON), the same segment (first
+``--nbits``) is also written in colbert-ai 0.2.22's on-disk PLAID layout (:func:`export_colbert`:
+the same centroids, bucket cut-offs and weights, average residual, codes, residuals, doclens
+and inverted file) and ``benchmarks/reference_colbert.py`` (mode ``search_vectors``) runs
+colbert-ai's ``Searcher.dense_search`` on it with the SAME synthetic query vectors, at the
+k=10 defaults and at every other setting measured here. colbert-ai's Searcher needs a
+checkpoint: a tiny one (``jacolbert_core.testing.make_tiny_checkpoint``, dim 128) serves both
+libraries for the query-encoding timings (one sample query text per call; ours
+``ColBERT.encode_queries``, theirs ``Searcher.encode``), reported separately and added to the
+search latency for the "with encoding" columns. Both processes run with torch threads = BLAS
+threads (OPENBLAS_NUM_THREADS); colbert-ai's C++ stages use torch's thread count.
 
 BLAS uses 2 threads (the 2-core target) unless OPENBLAS_NUM_THREADS / OMP_NUM_THREADS say
 otherwise. On a machine shared with other work, run with OPENBLAS_NUM_THREADS=1: the CPU-time
@@ -42,7 +56,9 @@ how often that is the nearest centroid (``codec.assign``) and prints it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -231,6 +247,8 @@ def run(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed + 1)
     sample = rng.choice(n_tokens, min(n_tokens, 1_000_000), replace=False)
     centroids = build_centroids(coll, originals, sample[:-50_000])
+    # stored as colbert-ai stores them (float16), so both libraries search the same centroids
+    centroids = centroids.astype(np.float16).astype(np.float32)
     heldout = (originals[sample[-50_000:]], coll.token_code[sample[-50_000:]])
     queries = coll.queries(args.queries, seed=args.seed + 2)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)
@@ -241,8 +259,8 @@ def run(args: argparse.Namespace) -> None:
         flush=True,
     )
 
-    rows = []
-    files = {f"{n}.npy": "" for n in ("codes", "residuals", "doclens", "ivf", "ivf_offsets")}
+    rows, reference = [], None
+    extra = [parse_params(text) for text in args.params]
     with tempfile.TemporaryDirectory() as tmp:
         for nbits in args.nbits:
             codec = build_codec(nbits, centroids, heldout)
@@ -257,10 +275,15 @@ def run(args: argparse.Namespace) -> None:
                 residuals[lo:hi] = pack_residuals(codec, originals[lo:hi], codes[lo:hi])
             seg_dir = Path(tmp) / f"seg{nbits}"
             Segment.write(seg_dir, codes, residuals, coll.doclens, codec.num_centroids)
+            if args.reference_python and nbits == args.nbits[0]:
+                ref_dir = Path(tmp) / "colbert"
+                checkpoint = make_checkpoint(ref_dir / "checkpoint")
+                export_colbert(ref_dir / "index", codec, codes, residuals, coll.doclens, checkpoint)
             del residuals
+            files = {path.name: "" for path in seg_dir.iterdir() if path.is_file()}
             segment = Segment.load(seg_dir, f"seg{nbits}", 0, files)
             if nbits == args.nbits[0]:
-                sizes = np.diff(np.asarray(segment.ivf_offsets))
+                sizes = ivf_lists(codes, coll.doclens, codec.num_centroids)[1]
                 print(
                     f"IVF passages per centroid: median {np.median(sizes):.0f}, "
                     f"p99 {np.percentile(sizes, 99):.0f}, max {sizes.max()}",
@@ -272,10 +295,14 @@ def run(args: argparse.Namespace) -> None:
                     for i, q in enumerate(queries)
                 ]
             )
-            for preset in ("default", "high_recall"):
+            for preset in ("default", "high_recall", *extra):
                 rows.append(measure(plaid, codec, segment, queries, truth, nbits, preset, args))
                 rows[-1]["ceiling"] = ceiling
                 print(format_row(rows[-1]), flush=True)
+            if args.reference_python and nbits == args.nbits[0]:
+                settings = [r["triple"] for r in rows if r["nbits"] == nbits]
+                reference = run_reference(args, ref_dir, checkpoint, queries, settings, n_tokens)
+                compare(rows, reference, truth, checkpoint, args)
             if nbits == 2:
                 crossover(plaid, codec, segment, queries)
 
@@ -297,10 +324,20 @@ def rerank(plaid, codec, segment, query, truth, k) -> np.ndarray:
     return truth[plaid._top_indices(scores, k)]
 
 
+def parse_params(text: str) -> tuple[int, float, int]:
+    ncells, threshold, ndocs = text.split(",")
+    return int(ncells), float(threshold), int(ndocs)
+
+
 def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
-    make = plaid.SearchParams.for_k if preset == "default" else plaid.SearchParams.high_recall
-    p10, p100 = make(10), make(100)
-    times, cpu, agree, recall, n_cands = [], [], [], [], []
+    if isinstance(preset, tuple):  # explicit (ncells, threshold, ndocs) at k=10; none at 100
+        p10 = plaid.SearchParams(*preset)
+        p100 = None
+        preset = "params"
+    else:
+        make = plaid.SearchParams.for_k if preset == "default" else plaid.SearchParams.high_recall
+        p10, p100 = make(10), make(100)
+    times, cpu, agree, recall, n_cands, top10 = [], [], [], [], [], []
     for _ in range(args.repeats):
         for query in queries:
             start, start_cpu = time.perf_counter(), time.process_time()
@@ -313,18 +350,24 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
         pids, _ = plaid.search_segment(codec, segment, query, scores_qc, 10, p10)
         n_cands.append(len(plaid.candidates(segment, scores_qc, p10.ncells)))
         agree.append(overlap(pids, truth[qi][:10]))
-        pids100, _ = plaid.search_segment(codec, segment, query, scores_qc, 100, p100)
-        recall.append(overlap(pids100, truth[qi][:10]))
+        top10.append(pids.tolist())
+        if p100 is not None:
+            pids100, _ = plaid.search_segment(codec, segment, query, scores_qc, 100, p100)
+            recall.append(overlap(pids100, truth[qi][:10]))
     ms = np.asarray(times) * 1e3
     return {
         "nbits": nbits,
         "params": f"{preset} ({p10.ncells}, {p10.centroid_score_threshold:g}, {p10.ndocs})",
+        "triple": [p10.ncells, p10.centroid_score_threshold, p10.ndocs],
+        "lat_ms": ms.tolist(),
+        "top10": top10,
+        "cpu_ms": (np.asarray(cpu) * 1e3).tolist(),
         "p50": float(np.percentile(ms, 50)),
         "p95": float(np.percentile(ms, 95)),
         "cpu50": float(np.percentile(cpu, 50) * 1e3),
         "cands": float(np.median(n_cands)),
         "agree": float(np.mean(agree)),
-        "recall": float(np.mean(recall)),
+        "recall": float(np.mean(recall)) if recall else float("nan"),
     }
 
 
@@ -341,7 +384,7 @@ def crossover(plaid, codec, segment, queries) -> None:
     params = plaid.SearchParams.for_k(10)
     rng = np.random.default_rng(0)
     n = segment.n_passages
-    mean_len = len(segment.codes) / n
+    mean_len = segment.n_tokens / n
     print("\nfiltered search, k=10: exhaustive vs PLAID on random allowed subsets (nbits=2)")
     print("(CPU time of the process, so other load on the machine does not count)")
     print(
@@ -374,6 +417,228 @@ def crossover(plaid, codec, segment, queries) -> None:
     print(f"(mean passage length {mean_len:.1f})\n", flush=True)
 
 
+# ---------------------------------------------------------------------- colbert-ai side
+
+
+def threads() -> int:
+    return int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or 2)
+
+
+def make_checkpoint(directory: Path) -> Path:
+    """The tiny checkpoint (dim 128, like the synthetic vectors) that colbert-ai's Searcher
+    needs to open an index; both libraries also time query encoding on it."""
+    from jacolbert_core.testing import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(directory, dim=DIM, query_maxlen=QUERY_LEN)
+
+
+def ivf_lists(codes, doclens, n_centroids: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverted file from the codes (whatever our segment stores): passage numbers per
+    centroid, each list sorted and without repeats, int64, and the list lengths, int64."""
+    doclens = np.asarray(doclens).astype(np.int64)
+    n_passages = len(doclens)
+    pid = np.repeat(np.arange(n_passages, dtype=np.int64), doclens)
+    pairs = np.unique(np.asarray(codes).astype(np.int64) * n_passages + pid)
+    lengths = np.bincount(pairs // n_passages, minlength=n_centroids).astype(np.int64)
+    return pairs % n_passages, lengths
+
+
+def export_colbert(directory: Path, codec, codes, residuals, doclens, checkpoint: Path) -> None:
+    """Write one segment in colbert-ai 0.2.22's on-disk PLAID layout (one chunk), the layout
+    that ``jacolbert_core.index.plaid_import`` reads: float16 centroids, ``(cut-offs,
+    weights)``, the average residual, int32 codes, uint8 packed residuals (the same bit
+    layout as ours), doclens, and ``ivf.pid.pt`` = (passage ids per centroid, int32, each
+    centroid's list sorted and without repeats; list lengths, int64), built here from the
+    codes so that it does not depend on how our segment stores its IVF."""
+    import torch
+
+    directory.mkdir(parents=True)
+    codes = np.asarray(codes).astype(np.int32)
+    doclens = np.asarray(doclens).astype(np.int64)
+    n_passages, n_tokens, n_centroids = len(doclens), len(codes), codec.num_centroids
+    save = lambda value, name: torch.save(value, directory / name)  # noqa: E731
+    save(torch.from_numpy(np.ascontiguousarray(codec.centroids)).half(), "centroids.pt")
+    save(
+        (
+            torch.from_numpy(codec.bucket_cutoffs.copy()),
+            torch.from_numpy(codec.bucket_weights.copy()),
+        ),
+        "buckets.pt",
+    )
+    save(
+        torch.from_numpy(np.asarray(codec.avg_residual, dtype=np.float32).copy()), "avg_residual.pt"
+    )
+    save(torch.from_numpy(codes), "0.codes.pt")
+    save(torch.from_numpy(np.ascontiguousarray(residuals)), "0.residuals.pt")
+    ivf, ivf_lengths = ivf_lists(codes, doclens, n_centroids)
+    save(
+        (torch.from_numpy(ivf.astype(np.int32)), torch.from_numpy(ivf_lengths)),
+        "ivf.pid.pt",
+    )
+    (directory / "doclens.0.json").write_text(json.dumps(doclens.tolist()))
+    chunk = {
+        "passage_offset": 0,
+        "num_passages": n_passages,
+        "num_embeddings": n_tokens,
+        "embedding_offset": 0,
+    }
+    (directory / "0.metadata.json").write_text(json.dumps(chunk))
+    config = json.loads((Path(checkpoint) / "artifact.metadata").read_text(encoding="utf-8"))
+    config.update(dim=DIM, nbits=codec.nbits, checkpoint=str(checkpoint), kmeans_niters=4)
+    metadata = {
+        "config": config,
+        "num_chunks": 1,
+        "num_partitions": n_centroids,
+        "num_embeddings": n_tokens,
+        "avg_doclen": n_tokens / n_passages,
+    }
+    (directory / "metadata.json").write_text(json.dumps(metadata, indent=1))
+
+
+def run_reference(args, ref_dir: Path, checkpoint: Path, queries, settings, n_tokens) -> dict:
+    """colbert-ai's dense_search on the exported index with the same query vectors."""
+    from jacolbert_core.testing import sample_queries
+
+    np.save(ref_dir / "queries.npy", np.stack(queries).astype(np.float32))
+    texts = [q["query"] for q in sample_queries()]
+    (ref_dir / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+    spec = {
+        "mode": "search_vectors",
+        "root": str(ref_dir / "run"),
+        "experiment": "bench",
+        "index_root": str(ref_dir),
+        "name": "index",
+        "checkpoint": str(checkpoint),
+        "n_passages": args.passages,
+        "query_vectors": str(ref_dir / "queries.npy"),
+        "texts": str(ref_dir / "texts.json"),
+        "settings": settings,
+        "repeats": args.repeats,
+        "threads": threads(),
+    }
+    (ref_dir / "spec.json").write_text(json.dumps(spec))
+    script = Path(__file__).with_name("reference_colbert.py")
+    out = ref_dir / "out.json"
+    print(f"\ncolbert-ai: {args.reference_python} {script.name} (mode search_vectors)", flush=True)
+    start, usage0 = time.perf_counter(), os.times()
+    proc = subprocess.run(
+        [args.reference_python, str(script), str(ref_dir / "spec.json"), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    usage1 = os.times()
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:])
+        raise RuntimeError(f"colbert-ai reference run failed ({proc.returncode})")
+    result = json.loads(out.read_text())
+    result["process_wall_s"] = time.perf_counter() - start
+    result["process_cpu_s"] = (usage1.children_user - usage0.children_user) + (
+        usage1.children_system - usage0.children_system
+    )
+    print(
+        f"colbert-ai: Searcher opened in {result['searcher_init_s']:.1f}s; process "
+        f"{result['process_wall_s']:.0f}s wall, {result['process_cpu_s']:.0f}s CPU, "
+        f"{result['torch_threads']} torch thread(s); {result['version']}",
+        flush=True,
+    )
+    return result
+
+
+def our_encoding(checkpoint: Path, repeats: int) -> tuple[list[float], list[float], tuple]:
+    """Our query encoding latency on the same checkpoint and texts, one query per call."""
+    import torch
+
+    from jacolbert_core.model.colbert import ColBERT
+    from jacolbert_core.testing import sample_queries
+
+    torch.set_num_threads(threads())
+    texts = [q["query"] for q in sample_queries()]
+    model = ColBERT.from_pretrained(checkpoint, device="cpu")
+    for text in texts[:5]:
+        model.encode_queries([text])
+    wall, cpu, shape = [], [], None
+    for _ in range(repeats):
+        for text in texts:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            [vectors] = model.encode_queries([text])
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+            shape = vectors.shape
+    return wall, cpu, shape
+
+
+def compare(rows: list[dict], reference: dict, truth, checkpoint: Path, args) -> None:
+    """Ours vs colbert-ai on the same index and query vectors; with encoding = search latency
+    of query i plus encoding latency of text i (cycled), per library."""
+    enc_ours, enc_ours_cpu, shape = our_encoding(checkpoint, args.repeats)
+    enc_ref, enc_ref_cpu = reference["encode_lat_s"], reference["encode_cpu_s"]
+    ms = lambda x: np.asarray(x) * 1e3  # noqa: E731
+    pct = lambda x, q: float(np.percentile(x, q))  # noqa: E731
+
+    def with_encoding(search_ms, encode_s):
+        search_ms, encode_ms = np.asarray(search_ms), ms(encode_s)
+        return search_ms + encode_ms[np.arange(len(search_ms)) % len(encode_ms)]
+
+    print(
+        f"\nquery encoding, tiny checkpoint (dim {DIM}), one query text per call, "
+        f"{threads()} thread(s), ms:"
+    )
+    print("| library | p50 | p95 | CPU p50 | output |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| ours | {pct(ms(enc_ours), 50):.1f} | {pct(ms(enc_ours), 95):.1f} | "
+        f"{pct(ms(enc_ours_cpu), 50):.1f} | {list(shape)} |"
+    )
+    print(
+        f"| colbert-ai | {pct(ms(enc_ref), 50):.1f} | {pct(ms(enc_ref), 95):.1f} | "
+        f"{pct(ms(enc_ref_cpu), 50):.1f} | {reference['encode_shape']} |"
+    )
+
+    print(
+        f"\nk=10 search, ours vs colbert-ai 0.2.22 on the same segment and query vectors "
+        f"(nbits {rows[0]['nbits']}, {args.passages} passages), ms; ratio = ours / colbert-ai "
+        f"(p50 wall, p50 CPU); agreement@10 with exact MaxSim over the original vectors"
+    )
+    print(
+        "| params (k=10) | library | p50 | p95 | CPU p50 | ratio wall | ratio CPU "
+        "| with encoding p50 | p95 | ratio | agreement@10 | same top 10 |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    by_params = {tuple(r["params"]): r for r in reference["settings"]}
+    for row in rows:
+        if row["nbits"] != rows[0]["nbits"]:
+            continue
+        ref = by_params.get(tuple(row["triple"]))
+        if ref is None:
+            continue
+        same = np.mean(
+            [
+                overlap(np.asarray(t), np.asarray(o))
+                for t, o in zip(ref["top10"], row["top10"], strict=True)
+            ]
+        )
+        ref_agree = float(
+            np.mean([overlap(np.asarray(t), truth[i][:10]) for i, t in enumerate(ref["top10"])])
+        )
+        ours_w = with_encoding(row["lat_ms"], enc_ours)
+        ref_w = with_encoding(ms(ref["lat_s"]), enc_ref)
+        ref_lat, ref_cpu = ms(ref["lat_s"]), ms(ref["cpu_s"])
+        triple = "({}, {:g}, {})".format(*row["triple"])
+        print(
+            f"| {triple} | ours | {row['p50']:.1f} | {row['p95']:.1f} | {row['cpu50']:.1f} "
+            f"| {row['p50'] / pct(ref_lat, 50):.2f} | {row['cpu50'] / pct(ref_cpu, 50):.2f} "
+            f"| {pct(ours_w, 50):.1f} | {pct(ours_w, 95):.1f} "
+            f"| {pct(ours_w, 50) / pct(ref_w, 50):.2f} | {row['agree']:.3f} | {same:.3f} |"
+        )
+        print(
+            f"| {triple} | colbert-ai | {pct(ref_lat, 50):.1f} | {pct(ref_lat, 95):.1f} "
+            f"| {pct(ref_cpu, 50):.1f} | 1 | 1 | {pct(ref_w, 50):.1f} | {pct(ref_w, 95):.1f} "
+            f"| 1 | {ref_agree:.3f} | |",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--passages", type=int, default=100_000)
@@ -381,6 +646,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 1, 4])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--params",
+        nargs="*",
+        default=[],
+        metavar="N,T,D",
+        help="extra k=10 PLAID settings (ncells,threshold,ndocs) to measure",
+    )
+    parser.add_argument(
+        "--reference-python",
+        default=os.environ.get("JACOLBERT_REFERENCE_PYTHON"),
+        help="python of a colbert-ai 0.2.22 environment: also measure colbert-ai",
+    )
     run(parser.parse_args())
 
 

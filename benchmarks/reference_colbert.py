@@ -1,8 +1,10 @@
-"""The colbert-ai 0.2.22 side of ``benchmarks/bench_index.py``. Runs in the colbert-ai venv.
+"""The colbert-ai 0.2.22 side of ``benchmarks/bench_index.py`` and ``benchmarks/bench_search.py``.
+Runs in the colbert-ai venv.
 
     /root/venvs/colbert/bin/python benchmarks/reference_colbert.py SPEC.json OUT.json
 
-``SPEC.json`` says what to do (``mode``: ``index`` or ``search``) and where; ``bench_index.py``
+``SPEC.json`` says what to do (``mode``: ``index``, ``search`` or ``search_vectors``) and where;
+``bench_index.py`` (or ``bench_search.py``)
 writes it, starts this script in a fresh process and reads ``OUT.json``. Only colbert-ai, torch,
 transformers, numpy and the standard library are imported: nothing from this repository, and no
 colbert-ai code is copied here; its classes are used as a user would, with timers wrapped around
@@ -23,6 +25,10 @@ a few of their methods to split the phases:
   (``search``) and without (``dense_search`` on pre-encoded queries) query encoding, top-10 at
   the k<=10 defaults and top-100 at the k<=100 defaults, and the encoded queries (for a parity
   check with ours).
+* ``search_vectors`` (``benchmarks/bench_search.py``): ``Searcher(index, checkpoint=...)`` on an
+  index the caller wrote in colbert-ai's layout, ``dense_search`` latency on the caller's
+  pre-encoded query vectors for each PLAID ``settings`` triple, and ``encode`` latency (one
+  query text per call) on the same checkpoint.
 """
 
 import json
@@ -217,11 +223,79 @@ def run_search(spec: dict) -> dict:
     return out
 
 
+def run_search_vectors(spec: dict) -> dict:
+    """Search latency of ``Searcher.dense_search`` on pre-encoded query vectors (the caller's
+    synthetic queries, ``[n, q, D]`` float32 ``.npy``) for each ``settings`` triple, and query
+    encoding latency of ``Searcher.encode`` on ``texts``, one query per call, with
+    ``torch.set_num_threads(spec["threads"])``."""
+    out: dict = {"t_main": T_MAIN}
+    import_model_stack(out)
+    import numpy as np
+    import torch
+    from colbert import Searcher
+    from colbert.infra import Run, RunConfig
+
+    torch.set_num_threads(int(spec["threads"]))
+    out["torch_threads"] = torch.get_num_threads()
+    query_vectors = torch.from_numpy(np.load(spec["query_vectors"]))
+    with open(spec["texts"], encoding="utf-8") as handle:
+        texts = json.load(handle)
+    run_config = RunConfig(nranks=1, gpus=0, experiment=spec["experiment"], root=spec["root"])
+    with Run().context(run_config):
+        start = time.perf_counter()
+        searcher = Searcher(
+            index=spec["name"],
+            index_root=spec["index_root"],
+            checkpoint=spec["checkpoint"],
+            collection=[f"passage {i}" for i in range(spec["n_passages"])],
+            verbose=1,
+        )
+        out["searcher_init_s"] = time.perf_counter() - start
+        out["rss_after_init_kb"] = rss_kb()
+
+        def clock(fn):
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = fn()
+            return time.perf_counter() - wall, time.process_time() - cpu, result
+
+        out["settings"] = []
+        n = len(query_vectors)
+        for ncells, threshold, ndocs in spec["settings"]:
+            # dense_search keeps settings once set: set all three explicitly
+            searcher.configure(ncells=ncells, centroid_score_threshold=threshold, ndocs=ndocs)
+            for i in range(min(n, 5)):  # warm-up, as on our side
+                searcher.dense_search(query_vectors[i : i + 1], k=10)
+            runs = [
+                clock(lambda i=i: searcher.dense_search(query_vectors[i : i + 1], k=10))
+                for _ in range(spec["repeats"])
+                for i in range(n)
+            ]
+            out["settings"].append(
+                {
+                    "params": [ncells, threshold, ndocs],
+                    "lat_s": [w for w, _, _ in runs],
+                    "cpu_s": [c for _, c, _ in runs],
+                    "top10": [list(map(int, r[0])) for _, _, r in runs[:n]],
+                }
+            )
+        for text in texts[:5]:
+            searcher.encode(text)
+        runs = [
+            clock(lambda t=t: searcher.encode(t)) for _ in range(spec["repeats"]) for t in texts
+        ]
+        out["encode_lat_s"] = [w for w, _, _ in runs]
+        out["encode_cpu_s"] = [c for _, c, _ in runs]
+        out["encode_shape"] = list(runs[0][2].shape)
+        out["rss_end_kb"] = rss_kb()
+    return out
+
+
 def main() -> int:
     with open(sys.argv[1], encoding="utf-8") as handle:
         spec = json.load(handle)
     spec["out"] = sys.argv[2]
-    result = run_index(spec) if spec["mode"] == "index" else run_search(spec)
+    modes = {"index": run_index, "search": run_search, "search_vectors": run_search_vectors}
+    result = modes[spec["mode"]](spec)
     with open(sys.argv[2], "w", encoding="utf-8") as handle:
         json.dump(result, handle)
     return 0

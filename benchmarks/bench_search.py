@@ -12,7 +12,10 @@ exact MaxSim over the ORIGINAL float32 vectors, and the compressed ceiling (the 
 MaxSim over the decompressed vectors among the true top 1000: what a perfect candidate
 generator would return). It also times ``exhaustive_search`` against filtered PLAID on random
 allowed subsets, the measurement behind ``choose_exhaustive``. ``--params N,T,D`` adds PLAID
-settings (ncells, threshold, ndocs) to measure at k=10 beside the two presets.
+settings (ncells, threshold, ndocs) to measure at k=10 beside the two presets. The first
+``--nbits`` segment is also imported into a full index (``import_plaid_index``: SQLite store,
+manifest, codec) and opened in a fresh process: the time from process start to the first
+answered query at this size, model imports and load excluded, and the memory it adds.
 
 With ``--reference-python`` (default: $JACOLBERT_REFERENCE_PYTHON), the same segment (first
 ``--nbits``) is also written in colbert-ai 0.2.22's on-disk PLAID layout (:func:`export_colbert`:
@@ -275,11 +278,13 @@ def run(args: argparse.Namespace) -> None:
                 residuals[lo:hi] = pack_residuals(codec, originals[lo:hi], codes[lo:hi])
             seg_dir = Path(tmp) / f"seg{nbits}"
             Segment.write(seg_dir, codes, residuals, coll.doclens, codec.num_centroids)
-            if args.reference_python and nbits == args.nbits[0]:
+            if nbits == args.nbits[0]:
                 ref_dir = Path(tmp) / "colbert"
                 checkpoint = make_checkpoint(ref_dir / "checkpoint")
                 export_colbert(ref_dir / "index", codec, codes, residuals, coll.doclens, checkpoint)
             del residuals
+            if nbits == args.nbits[0]:
+                opened = first_answer(ref_dir, checkpoint, args.passages, Path(tmp))
             files = {path.name: "" for path in seg_dir.iterdir() if path.is_file()}
             segment = Segment.load(seg_dir, f"seg{nbits}", 0, files)
             if nbits == args.nbits[0]:
@@ -303,6 +308,13 @@ def run(args: argparse.Namespace) -> None:
                 settings = [r["triple"] for r in rows if r["nbits"] == nbits]
                 reference = run_reference(args, ref_dir, checkpoint, queries, settings, n_tokens)
                 compare(rows, reference, truth, checkpoint, args)
+                print(
+                    f"colbert-ai: Searcher(...) on the same index opened in "
+                    f"{reference['searcher_init_s']:.2f}s (checkpoint load included; warm C++ "
+                    f"extensions), RSS {reference['rss_after_init_kb']['VmRSS'] / 1024:.0f} MB "
+                    f"after it, ours {opened['rss_after_first_mb']:.0f} MB after the first answer",
+                    flush=True,
+                )
             if nbits == 2:
                 crossover(plaid, codec, segment, queries)
 
@@ -493,6 +505,48 @@ def export_colbert(directory: Path, codec, codes, residuals, doclens, checkpoint
         "avg_doclen": n_tokens / n_passages,
     }
     (directory / "metadata.json").write_text(json.dumps(metadata, indent=1))
+
+
+def first_answer(ref_dir: Path, checkpoint: Path, n_passages: int, tmp: Path) -> dict:
+    """Our side of "process start to first answer" at this size: the exported segment imported
+    into a full index (SQLite store with a text per passage, manifest, codec) by
+    ``import_plaid_index``, then opened and searched once in a fresh process by
+    ``bench_index.py``'s ``open`` worker (model imports and checkpoint load excluded)."""
+    import bench_index
+
+    from jacolbert_core.index.plaid_import import import_plaid_index
+    from jacolbert_core.testing import sample_queries
+
+    start = time.perf_counter()
+    path = tmp / "imported-index"
+    texts = [f"passage {i}" for i in range(n_passages)]
+    import_plaid_index(ref_dir / "index", texts, path, model=checkpoint)
+    imported = time.perf_counter() - start
+    queries = tmp / "open-queries.json"
+    queries.write_text(json.dumps([q["query"] for q in sample_queries()], ensure_ascii=False))
+    spec = {
+        "mode": "open",
+        "checkpoint": str(checkpoint),
+        "queries": str(queries),
+        "path": str(path),
+    }
+    result = bench_index.run_worker("ours", spec, tmp)
+    out = {
+        "start_s": bench_index.startup_excluding_model(result),
+        "open_s": result["open_s"],
+        "first_search_s": result["first_search_s"],
+        "added_mb": bench_index.resident_kb(result) / 1024,
+        "rss_after_first_mb": result["rss_after_first_kb"]["VmRSS"] / 1024,
+    }
+    print(
+        f"\nfull index of {n_passages} passages (imported in {imported:.0f}s), fresh process: "
+        f"start -> first answer {out['start_s']:.2f}s (model imports and load excluded; "
+        f"Index.open {out['open_s']:.3f}s, first search with query encoding "
+        f"{out['first_search_s']:.3f}s), RSS added by open + first query "
+        f"{out['added_mb']:.0f} MB (process {out['rss_after_first_mb']:.0f} MB)",
+        flush=True,
+    )
+    return out
 
 
 def run_reference(args, ref_dir: Path, checkpoint: Path, queries, settings, n_tokens) -> dict:

@@ -520,8 +520,10 @@ class Index:
         rows per centroid: 32 MiB for 8192 centroids of dim 128), never the collection."""
         n_centroids = default_num_centroids(len(vectors))
         sample = kmeans_sample(len(vectors), n_centroids, generation)
-        rows = np.asarray(vectors[sample], dtype=np.float32)
-        release_pages(vectors)  # the sample touched most pages of the spill; they count in RSS
+        rows = np.empty((len(sample), vectors.shape[1]), dtype=np.float32)
+        for start in range(0, len(sample), COMPRESS_CHUNK):
+            rows[start : start + COMPRESS_CHUNK] = vectors[sample[start : start + COMPRESS_CHUNK]]
+            release_pages(vectors)  # the sample touches most pages of the spill: drop them
         codec = ResidualCodec.train(
             rows,
             nbits,
@@ -548,6 +550,7 @@ class Index:
             codes[start : start + len(block)], residuals[start : start + len(block)] = (
                 codec.compress(block)
             )
+            release_pages(vectors)  # read once: keep the spill's pages out of the RSS
         files = Segment.write(
             self.path / SEGMENTS_DIR / name,
             codes,

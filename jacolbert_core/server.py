@@ -76,6 +76,9 @@ class SearchServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # listen backlog (socketserver's default is 5): a burst of new connections beyond it has
+    # its SYNs dropped and retried after a second
+    request_queue_size = 128
 
     def __init__(
         self,
@@ -223,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
     server_version = "jacolbert"
     timeout = 60  # seconds an idle keep-alive connection may hold its thread
+    # TCP_NODELAY: headers and body go out as two writes; with Nagle's algorithm the body
+    # waited for the client's delayed ACK (~40 ms on Linux loopback) on every request
+    disable_nagle_algorithm = True
 
     _ROUTES = {
         "/api/search": {"GET": "_colbert_get", "POST": "_colbert_post"},

@@ -417,3 +417,31 @@ def test_cli_serve_prints_url_and_answers(sample_index):
                 proc.kill()
             proc.stdout.close()
             proc.stderr.close()
+
+
+def test_connections_send_without_nagle_delay_and_accept_bursts(server, monkeypatch):
+    # headers and body are two writes: with Nagle's algorithm on, each keep-alive response
+    # waited ~40 ms for the client's delayed ACK. Record the option on the server's sockets.
+    import socket
+
+    from jacolbert_core import server as server_module
+
+    seen = []
+    original = server_module._Handler.setup
+
+    def setup(handler):
+        original(handler)
+        seen.append(handler.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(server_module._Handler, "setup", setup)
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    for _ in range(3):  # one keep-alive connection, several requests
+        connection.request(
+            "GET", "/api/search?" + urllib.parse.urlencode({"query": "京都", "k": 2})
+        )
+        response = connection.getresponse()
+        assert response.status == 200 and len(json.loads(response.read())["topk"]) == 2
+    connection.close()
+    assert seen and all(seen)
+    assert server.request_queue_size >= 64  # a burst of clients is not dropped at listen()

@@ -117,8 +117,19 @@ def test_library_disables_the_onednn_primitive_cache():
     # set when jacolbert_core.model.colbert is imported (before any primitive), unless the user
     # chose a value: the per-shape cache fragments the heap while streaming a collection
     import os
+    import subprocess
+    import sys
 
-    assert os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY") is not None
+    code = (
+        "import os, torch, jacolbert_core.model.colbert; "
+        "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    run = lambda env: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run(env) == "0"
+    assert run({**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}) == "64"  # the user's choice
 
 
 def test_rerank_score_and_search_encoded_agree(tiny_model, corpus, queries):

@@ -41,8 +41,6 @@ import numpy as np
 from jacolbert_core.errors import JaColBERTError
 
 ARRAYS = ("codes", "residuals", "doclens", "ivf", "ivf_offsets")
-FORMAT = 2
-
 _PACK_CHUNK = 1 << 20  # IVF entries bit-packed per step (a multiple of 8)
 
 
@@ -63,17 +61,6 @@ def ivf_keys(codes: np.ndarray, doclens: np.ndarray) -> np.ndarray:
         np.not_equal(keys[1:], keys[:-1], out=keep[1:])
         keys = keys[keep]
     return keys
-
-
-def build_ivf(
-    codes: np.ndarray, doclens: np.ndarray, n_centroids: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Format-1 IVF (plain lists): centroid -> unique local passage numbers, and offsets."""
-    passages = ivf_keys(codes, doclens)
-    centroids, passages = np.divmod(passages, max(len(doclens), 1))
-    offsets = np.zeros(n_centroids + 1, dtype=np.int64)
-    np.cumsum(np.bincount(centroids, minlength=n_centroids), out=offsets[1:])
-    return passages.astype(np.int32), offsets
 
 
 def _low_bits(n_centroids: int, n_passages: int, n_entries: int) -> int:
@@ -183,7 +170,7 @@ def _read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     n_runs = len(cut) + 1
     if n_runs > _PREAD_MAX_RUNS and len(rows) < _PREAD_MIN_RUN * n_runs:
         return np.take(np.asarray(array), rows, axis=0)
-    if len(rows) and (rows.min() < 0 or rows.max() >= len(array)):
+    if rows.min() < 0 or rows.max() >= len(array):
         raise IndexError(f"rows out of range for an array of {len(array)} rows")
     out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
     row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))

@@ -12,12 +12,21 @@ from jacolbert_core.index import manifest as manifests
 from jacolbert_core.index.index import SEGMENTS_DIR, Index
 from jacolbert_core.index.segment import (
     Segment,
-    build_ivf,
     decode_ivf,
     encode_ivf,
     file_digest,
     ivf_keys,
 )
+
+
+def build_ivf(codes, doclens, n_centroids) -> tuple[np.ndarray, np.ndarray]:
+    """Format-1 IVF (plain lists), as older versions wrote it: centroid -> unique local
+    passage numbers (int32), and int64 offsets."""
+    keys = ivf_keys(codes, doclens)
+    centroids, passages = np.divmod(keys, max(len(doclens), 1))
+    offsets = np.zeros(n_centroids + 1, dtype=np.int64)
+    np.cumsum(np.bincount(centroids, minlength=n_centroids), out=offsets[1:])
+    return passages.astype(np.int32), offsets
 
 
 def plain_lists(codes, doclens, n_centroids, cells):

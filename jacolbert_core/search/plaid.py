@@ -20,23 +20,23 @@ Scores are late-interaction MaxSim: ``sum_i max_t <q_i, d_t>`` over query vector
 passage's token vectors ``t``. Every selection breaks ties by the lower passage number, so
 results are deterministic. A passage without token vectors has no score and is never returned.
 
-Everything is vectorised with numpy (torch on CPU measured no faster for the centroid product
-and slower for the reductions at these shapes): the token rows of many passages are gathered
-with one ``np.repeat``/``cumsum`` index, their centroid scores with
-``np.take(scores_qc, codes, axis=1)`` into a ``[q, tokens]`` matrix, and per-passage maxima
-come from ``np.maximum.reduceat`` along its contiguous axis.
+The heavy lifting runs in torch on CPU, on zero-copy views of the numpy arrays (see
+:func:`~jacolbert_core.index.codec.torch_view`): one thread pool then serves query encoding and
+scoring. Centroid scores are laid out ``[C, q]`` (the product is twice as fast in that
+orientation), so gathering the scores of many tokens' centroids is a row gather; per-passage
+maxima over a passage's tokens come from ``scatter_reduce`` with ``amax`` into a ``[passages,
+q]`` table, which is summed over query vectors.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from jacolbert_core.index.codec import ResidualCodec
+from jacolbert_core.index.codec import ResidualCodec, torch_view
 from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
@@ -53,8 +53,12 @@ __all__ = [
 ]
 
 # Token rows scored per block in exact scoring: bounds the temporary decompressed vectors
-# ([block, D] float32, 32 MiB at D=128) and the [q, block] score matrix.
+# ([block, D] float32, 32 MiB at D=128) and the [block, q] score matrix.
 _EXACT_BLOCK_TOKENS = 1 << 16
+
+# Centroids per block in probe_cells: a query vector's n best centroids lie in the n blocks
+# whose maxima are its best, so only those blocks are searched.
+_PROBE_BLOCK = 64
 
 # Allowed tokens up to which choose_exhaustive prefers exact scoring of every allowed passage.
 # Measured with benchmarks/bench_search.py (D=128, 32 query vectors, nbits=2, CPU time on one
@@ -139,17 +143,17 @@ class SearchParams:
 
 
 def centroid_scores(codec: ResidualCodec, query: np.ndarray) -> np.ndarray:
-    """``query @ codec.centroids.T``: float32 ``[q, C]``, C-contiguous. Compute it once per
+    """``codec.centroids @ query.T``: float32 ``[C, q]``, C-contiguous. Compute it once per
     query and pass it to the search of every segment (they share the codec)."""
     query = _check_query(codec, query)
-    return matmul_t(query, codec.centroids)
+    return (torch_view(codec.centroids) @ torch_view(query).T).numpy()
 
 
 def search_segment(
     codec: ResidualCodec,
     segment: Segment,
     query: np.ndarray,
-    scores_qc: np.ndarray,
+    scores_cq: np.ndarray,
     k: int,
     params: SearchParams,
     allowed: np.ndarray | None = None,
@@ -168,7 +172,7 @@ def search_segment(
         codec: the index codec (its centroids produced ``segment.codes``).
         segment: the segment to search.
         query: float ``[q, D]`` query vectors (``q >= 1``; a ``[D]`` vector is one row).
-        scores_qc: ``centroid_scores(codec, query)``.
+        scores_cq: ``centroid_scores(codec, query)``, ``[C, q]``.
         k: results wanted (>= 1); fewer come back when fewer passages are reachable.
         params: PLAID knobs, e.g. ``SearchParams.for_k(k)``.
         allowed: optional bool mask over the segment's passages (tombstones and metadata
@@ -181,21 +185,21 @@ def search_segment(
         the lower passage number.
     """
     query = _check_query(codec, query)
-    scores_qc = _check_scores(scores_qc, codec.num_centroids, len(query))
+    scores_cq = _check_scores(scores_cq, codec.num_centroids, len(query))
     k = _check_k(k)
     if not isinstance(params, SearchParams):
         raise TypeError(f"params must be a SearchParams, got {type(params).__name__}")
     allowed = _check_allowed(segment, allowed)
 
-    pids = candidates(segment, scores_qc, params.ncells, allowed)
+    pids = candidates(segment, scores_cq, params.ncells, allowed)
     offsets = segment.offsets
     keep = max(k, params.ndocs)
     if len(pids) > keep:  # otherwise stage 2 would keep every candidate
-        approx = _approximate(segment, offsets, scores_qc, pids, params.centroid_score_threshold)
+        approx = _approximate(segment, offsets, scores_cq, pids, params.centroid_score_threshold)
         pids = pids[np.sort(_top_indices(approx, keep))]
     keep = max(k, params.ndocs // 4)
     if len(pids) > keep:
-        approx = _approximate(segment, offsets, scores_qc, pids, None)
+        approx = _approximate(segment, offsets, scores_cq, pids, None)
         pids = pids[np.sort(_top_indices(approx, keep))]
     scores = _exact(codec, segment, offsets, query, pids, exact_vectors)
     order = _top_indices(scores, k)
@@ -265,39 +269,51 @@ def choose_exhaustive(segment: Segment, n_allowed: int, params: SearchParams) ->
 # ---------------------------------------------------------------------- stages
 
 
-def probe_cells(scores_qc: np.ndarray, ncells: int) -> np.ndarray:
+def probe_cells(scores_cq: np.ndarray, ncells: int) -> np.ndarray:
     """Stage 1a: sorted unique ids (int64) of the ``ncells`` best centroids of each query
-    vector (every centroid when ``ncells >= C``)."""
-    scores_qc = _check_scores(scores_qc)
+    vector (every centroid when ``ncells >= C``; among equal scores, any).
+
+    A full top-n down each column of the ``[C, q]`` scores is slow (strided); instead the
+    maxima of blocks of ``_PROBE_BLOCK`` consecutive centroids are taken, and the n best
+    centroids of a column are picked among the rows of its n best blocks, which hold them.
+    """
+    scores_cq = _check_scores(scores_cq)
     ncells = int(ncells)
     if ncells < 1:
         raise ValueError(f"ncells must be >= 1, got {ncells}")
-    n_centroids = scores_qc.shape[1]
+    n_centroids, n_query = scores_cq.shape
     if ncells >= n_centroids:
         return np.arange(n_centroids, dtype=np.int64)
-    if ncells == 1:
-        cells = scores_qc.argmax(axis=1)
-    else:
-        cells = np.argpartition(scores_qc, n_centroids - ncells, axis=1)[:, n_centroids - ncells :]
-    return np.unique(cells).astype(np.int64, copy=False)
+    scores = torch_view(scores_cq)
+    full = n_centroids // _PROBE_BLOCK * _PROBE_BLOCK
+    maxima = scores[:full].view(-1, _PROBE_BLOCK, n_query).amax(dim=1)
+    if full < n_centroids:
+        maxima = torch.cat([maxima, scores[full:].amax(dim=0, keepdim=True)])
+    blocks = maxima.topk(min(ncells, len(maxima)), dim=0).indices.T  # [q, blocks]
+    rows = (blocks[:, :, None] * _PROBE_BLOCK + torch.arange(_PROBE_BLOCK)).flatten(1)
+    inside = rows < n_centroids  # the last block may be short
+    rows.clamp_(max=n_centroids - 1)
+    values = scores[rows, torch.arange(n_query)[:, None]].masked_fill_(~inside, -torch.inf)
+    cells = rows.gather(1, values.topk(ncells, dim=1).indices)
+    return np.unique(cells.numpy()).astype(np.int64, copy=False)
 
 
 def candidates(
     segment: Segment,
-    scores_qc: np.ndarray,
+    scores_cq: np.ndarray,
     ncells: int,
     allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stage 1: sorted local passage numbers (int64) that the segment's IVF lists under the
     probed cells (:func:`probe_cells`), restricted to ``allowed`` when given."""
-    scores_qc = _check_scores(scores_qc)
+    scores_cq = _check_scores(scores_cq)
     allowed = _check_allowed(segment, allowed)
-    if segment.n_centroids != scores_qc.shape[1]:
+    if segment.n_centroids != scores_cq.shape[0]:
         raise ValueError(
-            f"the segment's IVF has {segment.n_centroids} centroids but scores_qc has "
-            f"{scores_qc.shape[1]}; was the segment built with this codec?"
+            f"the segment's IVF has {segment.n_centroids} centroids but scores_cq has "
+            f"{scores_cq.shape[0]}; was the segment built with this codec?"
         )
-    cells = probe_cells(scores_qc, ncells)
+    cells = probe_cells(scores_cq, ncells)
     entries = segment.ivf_passages(cells)
     hit = np.zeros(segment.n_passages, dtype=bool)
     hit[entries] = True
@@ -308,20 +324,20 @@ def candidates(
 
 def approximate_scores(
     segment: Segment,
-    scores_qc: np.ndarray,
+    scores_cq: np.ndarray,
     pids: np.ndarray,
     centroid_score_threshold: float | None = None,
 ) -> np.ndarray:
     """Stages 2 and 3: MaxSim of passages ``pids`` with every token replaced by its centroid,
-    ``sum_i max_t scores_qc[i, codes[t]]``, float32 ``[len(pids)]``.
+    ``sum_i max_t scores_cq[codes[t], i]``, float32 ``[len(pids)]``.
 
     With a threshold (stage 2), tokens whose centroid scores below it against every query
     vector are ignored; ``None`` (stage 3) uses every token. A passage left without tokens
     scores ``-inf``.
     """
-    scores_qc = _check_scores(scores_qc)
+    scores_cq = _check_scores(scores_cq)
     pids = _check_pids(segment, pids)
-    return _approximate(segment, segment.offsets, scores_qc, pids, centroid_score_threshold)
+    return _approximate(segment, segment.offsets, scores_cq, pids, centroid_score_threshold)
 
 
 def exact_scores(
@@ -345,27 +361,22 @@ def exact_scores(
 def _approximate(
     segment: Segment,
     offsets: np.ndarray,
-    scores_qc: np.ndarray,
+    scores_cq: np.ndarray,
     pids: np.ndarray,
     threshold: float | None,
 ) -> np.ndarray:
     lengths = offsets[pids + 1] - offsets[pids]
     codes = segment.take_codes(ranges(offsets[pids], lengths))
+    scores = torch_view(scores_cq)
     if threshold is not None and threshold > -np.inf:
-        kept_centroids = np.flatnonzero(scores_qc.max(axis=0) >= threshold)
-        # position of each kept centroid in kept_centroids, -1 for a pruned one
-        remap = np.full(scores_qc.shape[1], -1, dtype=np.int32)
-        remap[kept_centroids] = np.arange(len(kept_centroids), dtype=np.int32)
-        codes = np.take(remap, codes)
-        keep = codes >= 0
-        codes = np.compress(keep, codes)  # several times faster than codes[keep]
-        kept_before = np.zeros(len(keep) + 1, dtype=np.int64)
-        np.cumsum(keep, out=kept_before[1:])
-        ends = np.cumsum(lengths)
-        lengths = kept_before[ends] - kept_before[ends - lengths]
-        # gather from the kept centroids' columns only: a table small enough to stay in cache
-        scores_qc = np.ascontiguousarray(scores_qc[:, kept_centroids])
-    return _sum_of_max(np.take(scores_qc, codes, axis=1), lengths)
+        kept_centroids = (scores.amax(dim=1) >= threshold).numpy()
+        kept = np.flatnonzero(np.take(kept_centroids, codes))  # a few % of the tokens
+        codes = np.take(codes, kept)
+        owners = np.searchsorted(np.cumsum(lengths), kept, side="right")
+    else:
+        owners = np.repeat(np.arange(len(pids), dtype=np.int64), lengths)
+    token_scores = scores.index_select(0, torch.from_numpy(codes.astype(np.int64)))
+    return _sum_of_max(token_scores, owners, len(pids))
 
 
 def _exact(
@@ -379,6 +390,7 @@ def _exact(
     out = np.full(len(pids), -np.inf, dtype=np.float32)
     lengths = offsets[pids + 1] - offsets[pids]
     use_vectors = exact_vectors and segment.vectors is not None
+    query_t = torch_view(query).T
     for lo, hi in _blocks(lengths, _EXACT_BLOCK_TOKENS):
         rows = ranges(offsets[pids[lo:hi]], lengths[lo:hi])
         if not len(rows):
@@ -387,35 +399,18 @@ def _exact(
             vectors = segment.take_vectors(rows).astype(np.float32)
         else:
             vectors = codec.decompress(segment.take_codes(rows), segment.take_residuals(rows))
-        out[lo:hi] = _sum_of_max(matmul_t(query, vectors), lengths[lo:hi])
+        owners = np.repeat(np.arange(hi - lo, dtype=np.int64), lengths[lo:hi])
+        out[lo:hi] = _sum_of_max(torch.from_numpy(vectors) @ query_t, owners, hi - lo)
     return out
 
 
-def matmul_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b.T`` in float32 through torch's BLAS rather than numpy's.
-
-    A search encodes its query with torch; numpy's OpenBLAS threads, which busy-wait a while
-    after each product, then compete with torch's OpenMP threads for the cores (on 2 CPUs query
-    encoding took ~27 ms inside ``Index.search`` against ~7 ms alone). With every product in
-    torch one thread pool serves the whole search. Read-only inputs (the codec's frozen
-    centroids, memory maps) are only read here, so torch's warning about them does not apply.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
-        return torch.from_numpy(a).matmul(torch.from_numpy(b).T).numpy()
-
-
-def _sum_of_max(token_scores: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Per passage, owning consecutive runs of ``lengths`` columns of the ``[q, t]`` token
-    scores: the sum over query vectors (rows) of the maximum over its columns; ``-inf`` for a
-    passage without columns."""
-    out = np.full(len(lengths), -np.inf, dtype=np.float32)
-    if token_scores.shape[1]:
-        nonempty = lengths > 0
-        starts = (np.cumsum(lengths) - lengths)[nonempty]
-        maxima = np.maximum.reduceat(token_scores, starts, axis=1)
-        out[nonempty] = maxima.sum(axis=0, dtype=np.float32)
-    return out
+def _sum_of_max(token_scores: torch.Tensor, owners: np.ndarray, n_passages: int) -> np.ndarray:
+    """Per passage ``p``: the sum over query vectors (columns of the ``[t, q]`` token scores)
+    of the maximum over the rows ``owners == p``; ``-inf`` for a passage without rows."""
+    maxima = torch.full((n_passages, token_scores.shape[1]), -torch.inf)
+    index = torch.from_numpy(owners)[:, None].expand_as(token_scores)
+    maxima.scatter_reduce_(0, index, token_scores, "amax")
+    return maxima.sum(dim=1).numpy()
 
 
 def _top_indices(scores: np.ndarray, n: int) -> np.ndarray:
@@ -444,20 +439,20 @@ def _blocks(lengths: np.ndarray, budget: int):
 
 
 def _check_scores(
-    scores_qc: np.ndarray, n_centroids: int | None = None, n_query: int | None = None
+    scores_cq: np.ndarray, n_centroids: int | None = None, n_query: int | None = None
 ) -> np.ndarray:
-    """scores_qc as a C-contiguous float32 ``[q, C]`` array (a copy only when needed)."""
-    scores_qc = np.asarray(scores_qc)
-    ok = scores_qc.ndim == 2 and scores_qc.shape[0] >= 1
+    """scores_cq as a C-contiguous float32 ``[C, q]`` array (a copy only when needed)."""
+    scores_cq = np.asarray(scores_cq)
+    ok = scores_cq.ndim == 2 and scores_cq.shape[1] >= 1
     if ok and n_centroids is not None:
-        ok = scores_qc.shape == (n_query, n_centroids)
+        ok = scores_cq.shape == (n_centroids, n_query)
     if not ok:
-        expected = "[q >= 1, C]" if n_centroids is None else f"[{n_query}, {n_centroids}]"
+        expected = "[C, q >= 1]" if n_centroids is None else f"[{n_centroids}, {n_query}]"
         raise ValueError(
-            f"scores_qc must have shape {expected} (use centroid_scores(codec, query)), "
-            f"got {scores_qc.shape}"
+            f"scores_cq must have shape {expected} (use centroid_scores(codec, query)), "
+            f"got {scores_cq.shape}"
         )
-    return np.ascontiguousarray(scores_qc, dtype=np.float32)
+    return np.ascontiguousarray(scores_cq, dtype=np.float32)
 
 
 def _check_query(codec: ResidualCodec, query: np.ndarray) -> np.ndarray:

@@ -115,8 +115,9 @@ def brute_exact(codec, segment, query, pids, vectors: np.ndarray | None = None) 
     return np.array(out, dtype=np.float64)
 
 
-def brute_approx(segment, scores_qc, pids, threshold=None) -> np.ndarray:
-    best = scores_qc.max(axis=0)
+def brute_approx(segment, scores_cq, pids, threshold=None) -> np.ndarray:
+    scores_cq = scores_cq.T
+    best = scores_cq.max(axis=0)
     out = []
     for pid in pids:
         codes = np.asarray(segment.codes)[passage_rows(segment, pid)]
@@ -125,19 +126,19 @@ def brute_approx(segment, scores_qc, pids, threshold=None) -> np.ndarray:
         if len(codes) == 0:
             out.append(-np.inf)
         else:
-            out.append(sum(max(scores_qc[i, c] for c in codes) for i in range(len(scores_qc))))
+            out.append(sum(max(scores_cq[i, c] for c in codes) for i in range(len(scores_cq))))
     return np.array(out, dtype=np.float64)
 
 
-def brute_cells(scores_qc, ncells) -> np.ndarray:
+def brute_cells(scores_cq, ncells) -> np.ndarray:
     cells = set()
-    for row in scores_qc:
+    for row in scores_cq.T:
         cells.update(np.argsort(-row, kind="stable")[:ncells].tolist())
     return np.array(sorted(cells), dtype=np.int64)
 
 
-def brute_candidates(segment, scores_qc, ncells, allowed=None) -> np.ndarray:
-    cells = set(brute_cells(scores_qc, ncells).tolist())
+def brute_candidates(segment, scores_cq, ncells, allowed=None) -> np.ndarray:
+    cells = set(brute_cells(scores_cq, ncells).tolist())
     out = []
     for pid in range(segment.n_passages):
         codes = np.asarray(segment.codes)[passage_rows(segment, pid)]
@@ -164,11 +165,11 @@ def brute_plaid(codec, segment, query, k, params, allowed=None):
     """The four stages spelled out with the brute-force pieces."""
     # the float32 centroid scores (checked on their own in test_centroid_scores), so that a
     # centroid on the threshold is judged alike
-    scores_qc = plaid.centroid_scores(codec, query).astype(np.float64)
-    pids = brute_candidates(segment, scores_qc, params.ncells, allowed)
-    approx = brute_approx(segment, scores_qc, pids, params.centroid_score_threshold)
+    scores_cq = plaid.centroid_scores(codec, query).astype(np.float64)
+    pids = brute_candidates(segment, scores_cq, params.ncells, allowed)
+    approx = brute_approx(segment, scores_cq, pids, params.centroid_score_threshold)
     pids = np.sort(pids[np.lexsort((pids, -approx))[: max(k, params.ndocs)]])
-    approx = brute_approx(segment, scores_qc, pids)
+    approx = brute_approx(segment, scores_cq, pids)
     pids = np.sort(pids[np.lexsort((pids, -approx))[: max(k, params.ndocs // 4)]])
     return brute_top(pids, brute_exact(codec, segment, query, pids), k)
 
@@ -190,9 +191,9 @@ def assert_same(result, expected) -> None:
 
 
 def search(codec, segment, query, k, params, allowed=None, exact_vectors=False):
-    scores_qc = plaid.centroid_scores(codec, query)
+    scores_cq = plaid.centroid_scores(codec, query)
     return plaid.search_segment(
-        codec, segment, query, scores_qc, k, params, allowed=allowed, exact_vectors=exact_vectors
+        codec, segment, query, scores_cq, k, params, allowed=allowed, exact_vectors=exact_vectors
     )
 
 
@@ -287,40 +288,53 @@ def test_search_with_stored_vectors(data, codec, vector_segment) -> None:
 
 @pytest.mark.parametrize("ncells", [1, 2, 7])
 def test_probe_cells(data, codec, ncells) -> None:
-    scores_qc = plaid.centroid_scores(codec, data.query(9))
+    scores_cq = plaid.centroid_scores(codec, data.query(9))
     np.testing.assert_array_equal(
-        plaid.probe_cells(scores_qc, ncells), brute_cells(scores_qc, ncells)
+        plaid.probe_cells(scores_cq, ncells), brute_cells(scores_cq, ncells)
     )
-    everything = plaid.probe_cells(scores_qc, codec.num_centroids + 5)
+    everything = plaid.probe_cells(scores_cq, codec.num_centroids + 5)
     np.testing.assert_array_equal(everything, np.arange(codec.num_centroids))
+
+
+@pytest.mark.parametrize("n_centroids", [63, 64, 1000, 4099])
+@pytest.mark.parametrize("ncells", [1, 2, 5, 40])
+def test_probe_cells_over_blocks(n_centroids, ncells) -> None:
+    # probe_cells searches blocks of centroids; full blocks, a short last one, and more cells
+    # than blocks
+    rng = np.random.default_rng(n_centroids + ncells)
+    scores_cq = rng.standard_normal((n_centroids, 7)).astype(np.float32)
+    np.testing.assert_array_equal(
+        plaid.probe_cells(scores_cq, ncells), brute_cells(scores_cq, ncells)
+    )
 
 
 def test_centroid_scores(data, codec) -> None:
     query = data.query(5)
-    scores_qc = plaid.centroid_scores(codec, query)
-    assert scores_qc.shape == (5, codec.num_centroids) and scores_qc.dtype == np.float32
-    np.testing.assert_allclose(scores_qc, query @ codec.centroids.T, rtol=1e-5, atol=1e-6)
+    scores_cq = plaid.centroid_scores(codec, query)
+    assert scores_cq.shape == (codec.num_centroids, 5) and scores_cq.dtype == np.float32
+    assert scores_cq.flags.c_contiguous
+    np.testing.assert_allclose(scores_cq, codec.centroids @ query.T, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("ncells", [1, 3])
 def test_candidates(data, codec, segment, ncells) -> None:
-    scores_qc = plaid.centroid_scores(codec, data.query(6))
-    pids = plaid.candidates(segment, scores_qc, ncells)
+    scores_cq = plaid.centroid_scores(codec, data.query(6))
+    pids = plaid.candidates(segment, scores_cq, ncells)
     assert pids.dtype == np.int64 and len(pids)
-    np.testing.assert_array_equal(pids, brute_candidates(segment, scores_qc, ncells))
+    np.testing.assert_array_equal(pids, brute_candidates(segment, scores_cq, ncells))
     allowed = np.random.default_rng(3).random(segment.n_passages) < 0.5
     np.testing.assert_array_equal(
-        plaid.candidates(segment, scores_qc, ncells, allowed),
-        brute_candidates(segment, scores_qc, ncells, allowed),
+        plaid.candidates(segment, scores_cq, ncells, allowed),
+        brute_candidates(segment, scores_cq, ncells, allowed),
     )
 
 
 @pytest.mark.parametrize("threshold", [None, 0.3, 0.6, 0.95])
 def test_approximate_scores(data, codec, segment, threshold) -> None:
-    scores_qc = plaid.centroid_scores(codec, data.query(7))
+    scores_cq = plaid.centroid_scores(codec, data.query(7))
     pids = np.arange(segment.n_passages)
-    got = plaid.approximate_scores(segment, scores_qc, pids, threshold)
-    expected = brute_approx(segment, scores_qc, pids, threshold)
+    got = plaid.approximate_scores(segment, scores_cq, pids, threshold)
+    expected = brute_approx(segment, scores_cq, pids, threshold)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
     finite = np.isfinite(expected)
@@ -330,7 +344,7 @@ def test_approximate_scores(data, codec, segment, threshold) -> None:
     # any subset, in any order
     subset = np.random.default_rng(4).permutation(segment.n_passages)[:40]
     np.testing.assert_array_equal(
-        plaid.approximate_scores(segment, scores_qc, subset, threshold), got[subset]
+        plaid.approximate_scores(segment, scores_cq, subset, threshold), got[subset]
     )
 
 
@@ -465,8 +479,8 @@ def test_bad_query_and_scores_are_rejected(data, codec, segment) -> None:
     with pytest.raises(ValueError, match="query must be"):
         plaid.centroid_scores(codec, np.zeros((0, DIM), np.float32))
     query = data.query(3)
-    with pytest.raises(ValueError, match="scores_qc"):
-        plaid.search_segment(codec, segment, query, np.zeros((2, codec.num_centroids)), 5, params)
+    with pytest.raises(ValueError, match="scores_cq"):
+        plaid.search_segment(codec, segment, query, np.zeros((codec.num_centroids, 2)), 5, params)
 
 
 # ---------------------------------------------------------------------- ties and edge cases

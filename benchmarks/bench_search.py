@@ -353,18 +353,18 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
     for _ in range(args.repeats):
         for query in queries:
             start, start_cpu = time.perf_counter(), time.process_time()
-            scores_qc = plaid.centroid_scores(codec, query)
-            plaid.search_segment(codec, segment, query, scores_qc, 10, p10)
+            scores_cq = plaid.centroid_scores(codec, query)
+            plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
     for qi, query in enumerate(queries):
-        scores_qc = plaid.centroid_scores(codec, query)
-        pids, _ = plaid.search_segment(codec, segment, query, scores_qc, 10, p10)
-        n_cands.append(len(plaid.candidates(segment, scores_qc, p10.ncells)))
+        scores_cq = plaid.centroid_scores(codec, query)
+        pids, _ = plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
+        n_cands.append(len(plaid.candidates(segment, scores_cq, p10.ncells)))
         agree.append(overlap(pids, truth[qi][:10]))
         top10.append(pids.tolist())
         if p100 is not None:
-            pids100, _ = plaid.search_segment(codec, segment, query, scores_qc, 100, p100)
+            pids100, _ = plaid.search_segment(codec, segment, query, scores_cq, 100, p100)
             recall.append(overlap(pids100, truth[qi][:10]))
     ms = np.asarray(times) * 1e3
     return {
@@ -412,8 +412,8 @@ def crossover(plaid, codec, segment, queries) -> None:
         t_ex, t_pl, agree = [], [], []
         for query in queries[:10]:
             start = time.process_time()
-            scores_qc = plaid.centroid_scores(codec, query)
-            found, _ = plaid.search_segment(codec, segment, query, scores_qc, 10, params, allowed)
+            scores_cq = plaid.centroid_scores(codec, query)
+            found, _ = plaid.search_segment(codec, segment, query, scores_cq, 10, params, allowed)
             t_pl.append(time.process_time() - start)
             start = time.process_time()
             exact, _ = plaid.exhaustive_search(codec, segment, query, 10, allowed)

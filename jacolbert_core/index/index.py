@@ -585,7 +585,7 @@ class Index:
         use_vectors = snap.manifest.keep_vectors
         results = []
         for query in self.model.encode_queries(queries):
-            scores_qc = centroid_scores(snap.codec, query)
+            scores_cq = centroid_scores(snap.codec, query)
             pids, scores = [], []
             for segment, mask in zip(snap.segments, masks, strict=True):
                 n_allowed = int(mask.sum())
@@ -600,7 +600,7 @@ class Index:
                     )
                 else:
                     local, found = search_segment(
-                        snap.codec, segment, query, scores_qc, k, params, mask, use_vectors
+                        snap.codec, segment, query, scores_cq, k, params, mask, use_vectors
                     )
                 pids.append(np.asarray(local, dtype=np.int64) + segment.pid_base)
                 scores.append(np.asarray(found, dtype=np.float32))

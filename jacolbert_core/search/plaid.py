@@ -52,9 +52,10 @@ __all__ = [
     "search_segment",
 ]
 
-# Token rows scored per block in exact scoring: bounds the temporary decompressed vectors
-# ([block, D] float32, 32 MiB at D=128) and the [block, q] score matrix.
-_EXACT_BLOCK_TOKENS = 1 << 16
+# Token rows scored per block in approximate and exact scoring: bounds the temporaries (the
+# [block, q] token scores, 8 MiB at q=32; the decompressed [block, D] vectors, 32 MiB at D=128),
+# which then stay in cache and are not page-faulted in afresh for every large candidate set.
+_BLOCK_TOKENS = 1 << 16
 
 # Centroids per block in probe_cells: a query vector's n best centroids lie in the n blocks
 # whose maxima are its best, so only those blocks are searched.
@@ -365,18 +366,24 @@ def _approximate(
     pids: np.ndarray,
     threshold: float | None,
 ) -> np.ndarray:
-    lengths = offsets[pids + 1] - offsets[pids]
-    codes = segment.take_codes(ranges(offsets[pids], lengths))
     scores = torch_view(scores_cq)
+    kept_centroids = None
     if threshold is not None and threshold > -np.inf:
         kept_centroids = (scores.amax(dim=1) >= threshold).numpy()
-        kept = np.flatnonzero(np.take(kept_centroids, codes))  # a few % of the tokens
-        codes = np.take(codes, kept)
-        owners = np.searchsorted(np.cumsum(lengths), kept, side="right")
-    else:
-        owners = np.repeat(np.arange(len(pids), dtype=np.int64), lengths)
-    token_scores = scores.index_select(0, torch.from_numpy(codes.astype(np.int64)))
-    return _sum_of_max(token_scores, owners, len(pids))
+    out = np.full(len(pids), -np.inf, dtype=np.float32)
+    lengths = offsets[pids + 1] - offsets[pids]
+    for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
+        block = lengths[lo:hi]
+        codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))
+        if kept_centroids is None:
+            owners = np.repeat(np.arange(hi - lo, dtype=np.int64), block)
+        else:
+            kept = np.flatnonzero(np.take(kept_centroids, codes))  # often a few % of the tokens
+            codes = np.take(codes, kept)
+            owners = np.searchsorted(np.cumsum(block), kept, side="right")
+        token_scores = scores.index_select(0, torch.from_numpy(codes.astype(np.int64)))
+        out[lo:hi] = _sum_of_max(token_scores, owners, hi - lo)
+    return out
 
 
 def _exact(
@@ -391,7 +398,7 @@ def _exact(
     lengths = offsets[pids + 1] - offsets[pids]
     use_vectors = exact_vectors and segment.vectors is not None
     query_t = torch_view(query).T
-    for lo, hi in _blocks(lengths, _EXACT_BLOCK_TOKENS):
+    for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         rows = ranges(offsets[pids[lo:hi]], lengths[lo:hi])
         if not len(rows):
             continue

@@ -221,11 +221,17 @@ def test_exhaustive_with_stored_vectors(data, codec, vector_segment) -> None:
     assert not np.allclose(decompressed[1], expected[1], atol=1e-5)
 
 
-def test_exhaustive_blocks_do_not_change_results(data, codec, segment, monkeypatch) -> None:
+def test_blocks_do_not_change_results(data, codec, segment, monkeypatch) -> None:
     query = data.query(16)
+    scores_cq = plaid.centroid_scores(codec, query)
+    pids = np.arange(segment.n_passages)
     whole = plaid.exhaustive_search(codec, segment, query, 50)
-    monkeypatch.setattr(plaid, "_EXACT_BLOCK_TOKENS", 7)  # several passages per block, or one
+    approx = [plaid.approximate_scores(segment, scores_cq, pids, t) for t in (None, 0.3)]
+    monkeypatch.setattr(plaid, "_BLOCK_TOKENS", 7)  # several passages per block, or one
     assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
+    for threshold, expected in zip((None, 0.3), approx, strict=True):
+        got = plaid.approximate_scores(segment, scores_cq, pids, threshold)
+        np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------------- full pipeline

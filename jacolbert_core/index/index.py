@@ -521,9 +521,16 @@ class Index:
         n_centroids = default_num_centroids(len(vectors))
         sample = kmeans_sample(len(vectors), n_centroids, generation)
         rows = np.empty((len(sample), vectors.shape[1]), dtype=np.float32)
-        for start in range(0, len(sample), COMPRESS_CHUNK):
-            rows[start : start + COMPRESS_CHUNK] = vectors[sample[start : start + COMPRESS_CHUNK]]
-            release_pages(vectors)  # the sample touches most pages of the spill: drop them
+        # the sample is spread over the whole spill: read it window by window of the spill
+        # (COMPRESS_CHUNK rows, 16 MiB at dim 128) and drop each window's pages after it, so
+        # at most one window is resident (reading 64k sampled rows at once paged in the whole
+        # spill: +221 MB at 700k vectors, against +50 MB now, the sample itself included)
+        windows = np.arange(0, len(vectors) + COMPRESS_CHUNK, COMPRESS_CHUNK)
+        bounds = np.searchsorted(sample, windows)
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                rows[lo:hi] = vectors[sample[lo:hi]]
+                release_pages(vectors)
         codec = ResidualCodec.train(
             rows,
             nbits,

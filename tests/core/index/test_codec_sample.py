@@ -58,3 +58,31 @@ def test_release_pages_keeps_the_data(tmp_path) -> None:
     index_module.release_pages(spill)  # pages leave RSS, the mapping stays valid
     np.testing.assert_array_equal(spill, data)
     index_module.release_pages(data)  # in-memory arrays: no-op
+
+
+def test_training_reads_exactly_the_sample_window_by_window(make_index, monkeypatch) -> None:
+    seen = {}
+    original = codec_module.ResidualCodec.train
+
+    def spy(sample, *args, **kwargs):
+        seen["rows"] = np.array(sample)
+        return original(sample, *args, **kwargs)
+
+    real_train = index_module.Index._train_codec
+
+    def capture(self, vectors, nbits, generation):
+        seen["expected"] = np.asarray(
+            vectors[kmeans_sample(len(vectors), default_num_centroids(len(vectors)), generation)],
+            dtype=np.float32,
+        )
+        return real_train(self, vectors, nbits, generation)
+
+    # a sparse sample (10 rows) over many spill windows of 5 rows: most windows hold none
+    monkeypatch.setattr(index_module, "COMPRESS_CHUNK", 5)
+    monkeypatch.setattr(index_module, "KMEANS_MIN_SAMPLE", 10)
+    monkeypatch.setattr(index_module, "KMEANS_POINTS_PER_CENTROID", 0)
+    monkeypatch.setattr(codec_module.ResidualCodec, "train", staticmethod(spy))
+    monkeypatch.setattr(index_module.Index, "_train_codec", capture)
+    make_index(n=12)
+    assert len(seen["rows"]) == 10 and len(seen["expected"]) == 10
+    np.testing.assert_array_equal(seen["rows"], seen["expected"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["ResidualCodec", "default_num_centroids", "torch_view"]
+__all__ = ["ResidualCodec", "default_num_centroids"]
 
 FORMAT_NAME = "jacolbert-residual-codec"
 FORMAT_VERSION = 1
@@ -35,16 +35,11 @@ _MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure o
 _ARRAY_FILES = ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")
 
 
-def torch_view(array: np.ndarray) -> torch.Tensor:
-    """A zero-copy torch tensor over a numpy array, read-only ones included (the codec's
-    frozen arrays, memory-mapped segment files): callers only read from it."""
-    return torch.from_numpy(array)
-
-
 def _spend_readonly_warning() -> None:
-    """torch warns, once per process, that a tensor over a read-only array is writable;
-    torch_view's tensors are only read, so that one warning is raised here, silenced, at import
-    (before any search thread runs: ``catch_warnings`` is not thread-safe)."""
+    """Search and decoding wrap read-only arrays (the codec's frozen arrays, memory-mapped
+    segment files) in tensors with ``torch.from_numpy`` and only read them. torch warns once
+    per process that such a tensor is writable; that one warning is raised here, silenced, at
+    import (before any search thread runs: ``catch_warnings`` is not thread-safe)."""
     frozen = np.zeros(1, dtype=np.float32)
     frozen.setflags(write=False)
     with warnings.catch_warnings():
@@ -374,13 +369,13 @@ class ResidualCodec:
             raise ValueError(f"codes must lie in [0, {self.num_centroids}), got out-of-range ids")
         n = len(packed)
         out = np.empty((n, self.dim), dtype=np.float32)
-        table, centroids = torch_view(self._byte_table), torch_view(self.centroids)
+        table, centroids = torch.from_numpy(self._byte_table), torch.from_numpy(self.centroids)
         result = torch.from_numpy(out)
         for start in range(0, n, _COMPRESS_CHUNK):
             stop = min(start + _COMPRESS_CHUNK, n)
-            chunk = torch_view(packed[start:stop]).reshape(-1).int()
+            chunk = torch.from_numpy(packed[start:stop]).reshape(-1).int()
             block = table.index_select(0, chunk).view(stop - start, self.dim)
-            block += centroids.index_select(0, torch_view(codes_arr[start:stop]).long())
+            block += centroids.index_select(0, torch.from_numpy(codes_arr[start:stop]).long())
             norms = torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)
             torch.div(block, norms, out=result[start:stop])
         return out

@@ -592,7 +592,7 @@ class Index:
         use_vectors = snap.manifest.keep_vectors
         results = []
         for query in self.model.encode_queries(queries):
-            scores_cq = centroid_scores(snap.codec, query)
+            scores_cq = None  # computed for the first segment that PLAID searches, if any
             pids, scores = [], []
             for segment, mask in zip(snap.segments, masks, strict=True):
                 n_allowed = int(mask.sum())
@@ -606,6 +606,8 @@ class Index:
                         snap.codec, segment, query, k, mask, use_vectors
                     )
                 else:
+                    if scores_cq is None:
+                        scores_cq = centroid_scores(snap.codec, query)
                     local, found = search_segment(
                         snap.codec, segment, query, scores_cq, k, params, mask, use_vectors
                     )

@@ -20,12 +20,12 @@ Scores are late-interaction MaxSim: ``sum_i max_t <q_i, d_t>`` over query vector
 passage's token vectors ``t``. Every selection breaks ties by the lower passage number, so
 results are deterministic. A passage without token vectors has no score and is never returned.
 
-The heavy lifting runs in torch on CPU, on zero-copy views of the numpy arrays (see
-:func:`~jacolbert_core.index.codec.torch_view`): one thread pool then serves query encoding and
-scoring. Centroid scores are laid out ``[C, q]`` (the product is twice as fast in that
-orientation), so gathering the scores of many tokens' centroids is a row gather; per-passage
-maxima over a passage's tokens come from ``scatter_reduce`` with ``amax`` into a ``[passages,
-q]`` table, which is summed over query vectors.
+The heavy lifting runs in torch on CPU, on zero-copy ``torch.from_numpy`` views of the numpy
+arrays (read-only ones are only read): one thread pool then serves query encoding and scoring.
+Centroid scores are laid out ``[C, q]`` (the product is twice as fast in that orientation), so
+gathering the scores of many tokens' centroids is a row gather; per-passage maxima over a
+passage's tokens come from ``scatter_reduce`` with ``amax`` into a ``[passages, q]`` table,
+which is summed over query vectors.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jacolbert_core.index.codec import ResidualCodec, torch_view
+from jacolbert_core.index.codec import ResidualCodec
 from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
@@ -147,7 +147,7 @@ def centroid_scores(codec: ResidualCodec, query: np.ndarray) -> np.ndarray:
     """``codec.centroids @ query.T``: float32 ``[C, q]``, C-contiguous. Compute it once per
     query and pass it to the search of every segment (they share the codec)."""
     query = _check_query(codec, query)
-    return (torch_view(codec.centroids) @ torch_view(query).T).numpy()
+    return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy()
 
 
 def search_segment(
@@ -285,7 +285,7 @@ def probe_cells(scores_cq: np.ndarray, ncells: int) -> np.ndarray:
     n_centroids, n_query = scores_cq.shape
     if ncells >= n_centroids:
         return np.arange(n_centroids, dtype=np.int64)
-    scores = torch_view(scores_cq)
+    scores = torch.from_numpy(scores_cq)
     full = n_centroids // _PROBE_BLOCK * _PROBE_BLOCK
     maxima = scores[:full].view(-1, _PROBE_BLOCK, n_query).amax(dim=1)
     if full < n_centroids:
@@ -366,7 +366,7 @@ def _approximate(
     pids: np.ndarray,
     threshold: float | None,
 ) -> np.ndarray:
-    scores = torch_view(scores_cq)
+    scores = torch.from_numpy(scores_cq)
     kept_centroids = None
     if threshold is not None and threshold > -np.inf:
         kept_centroids = (scores.amax(dim=1) >= threshold).numpy()
@@ -397,7 +397,7 @@ def _exact(
     out = np.full(len(pids), -np.inf, dtype=np.float32)
     lengths = offsets[pids + 1] - offsets[pids]
     use_vectors = exact_vectors and segment.vectors is not None
-    query_t = torch_view(query).T
+    query_t = torch.from_numpy(query).T
     for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         rows = ranges(offsets[pids[lo:hi]], lengths[lo:hi])
         if not len(rows):

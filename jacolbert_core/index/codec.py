@@ -250,12 +250,12 @@ class ResidualCodec:
         spill): only the rows drawn here are read, window by window (``spill.read_rows``), so
         memory holds the centroids and one window, never the collection or the sample.
 
-        With ``seed``, :func:`training_rows` draws ``heldout_fraction`` of the rows (at most
-        50,000) for the residual statistics and, from the others, at most
-        ``points_per_centroid`` rows per centroid for k-means: spherical Lloyd iterations
-        (:func:`_lloyd`) from centroids drawn among those rows. The held-out residuals give
-        the bucket cut-offs (quantiles ``i / 2**nbits``), the bucket weights (quantiles
-        ``(i + 0.5) / 2**nbits``) over all coordinates, and ``avg_residual``.
+        One generator seeded by ``seed`` draws (:func:`training_rows`) ``heldout_fraction``
+        of the rows (at most 50,000) for the residual statistics and, from the others, at most
+        ``points_per_centroid`` rows per centroid for k-means, then the initial centroids
+        among those; spherical Lloyd iterations (:func:`_lloyd`) move them. The held-out
+        residuals give the bucket cut-offs (quantiles ``i / 2**nbits``), the bucket weights
+        (quantiles ``(i + 0.5) / 2**nbits``) over all coordinates, and ``avg_residual``.
 
         Tiny inputs (where the reference fails with fewer rows than centroids) work: when
         fewer than 32 rows would be held out, nothing is held out (k-means and statistics use
@@ -288,9 +288,10 @@ class ResidualCodec:
             raise ValueError(f"n_centroids must be >= 1, got {n_centroids}")
 
         k = default_num_centroids(n) if n_centroids is None else int(n_centroids)
-        heldout, train_rows = training_rows(n, k, heldout_fraction, points_per_centroid, seed)
+        rng = np.random.default_rng(seed)
+        heldout, train_rows = training_rows(n, k, heldout_fraction, points_per_centroid, rng)
         k = min(k, len(train_rows))
-        init = np.sort(np.random.default_rng(seed).choice(train_rows, size=k, replace=False))
+        init = np.sort(rng.choice(train_rows, size=k, replace=False))
         centroids = _lloyd(x, train_rows, _gather(x, init), kmeans_iters)
         stats_x = _gather(x, heldout if len(heldout) else train_rows)
         provisional = cls(
@@ -454,16 +455,20 @@ class ResidualCodec:
 
 
 def training_rows(
-    n: int, n_centroids: int, heldout_fraction: float, points_per_centroid: int, seed: int
+    n: int,
+    n_centroids: int,
+    heldout_fraction: float,
+    points_per_centroid: int,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, disjoint row ids ``(held out, k-means training)`` of ``n`` rows, drawn with
-    ``seed``: ``min(heldout_fraction * n, 50,000)`` held out (none when that is under 32), and
+    ``rng``: ``min(heldout_fraction * n, 50,000)`` held out (none when that is under 32), and
     ``min(rest, points_per_centroid * n_centroids)`` for training."""
     n_heldout = min(int(heldout_fraction * n), _MAX_HELDOUT)
     if n_heldout < _MIN_HELDOUT:
         n_heldout = 0
     n_train = min(n - n_heldout, points_per_centroid * n_centroids)
-    drawn = np.random.default_rng(seed).choice(n, size=n_heldout + n_train, replace=False)
+    drawn = rng.choice(n, size=n_heldout + n_train, replace=False)
     return np.sort(drawn[:n_heldout]), np.sort(drawn[n_heldout:])
 
 

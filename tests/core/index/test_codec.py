@@ -179,7 +179,9 @@ def test_train_shapes_and_statistics(codecs: dict[int, ResidualCodec], nbits: in
 
 def test_train_statistics_are_heldout_quantiles(sample: np.ndarray) -> None:
     codec = ResidualCodec.train(sample, nbits=2, n_centroids=64, heldout_fraction=0.1, seed=3)
-    held, _ = training_rows(len(sample), 64, 0.1, KMEANS_POINTS_PER_CENTROID, seed=3)
+    held, _ = training_rows(
+        len(sample), 64, 0.1, KMEANS_POINTS_PER_CENTROID, np.random.default_rng(3)
+    )
     assert len(held) == 600
     heldout = sample[held]
     residuals = heldout - codec.centroids[codec.assign(heldout)]

@@ -23,19 +23,23 @@ from jacolbert_core.index.codec import ResidualCodec, default_num_centroids, tra
 )
 def test_training_row_counts(n: int, heldout: int, train: int) -> None:
     k = default_num_centroids(n)
-    held, rows = training_rows(n, k, 0.05, codec_module.KMEANS_POINTS_PER_CENTROID, seed=1)
+    held, rows = training_rows(
+        n, k, 0.05, codec_module.KMEANS_POINTS_PER_CENTROID, np.random.default_rng(1)
+    )
     assert (len(held), len(rows)) == (heldout, train)
 
 
 def test_training_rows_are_seeded_sorted_and_disjoint() -> None:
-    held, rows = training_rows(700_378, 8192, 0.05, 32, seed=3)
-    again = training_rows(700_378, 8192, 0.05, 32, seed=3)
+    held, rows = training_rows(700_378, 8192, 0.05, 32, np.random.default_rng(3))
+    again = training_rows(700_378, 8192, 0.05, 32, np.random.default_rng(3))
     np.testing.assert_array_equal(held, again[0])
     np.testing.assert_array_equal(rows, again[1])
     for ids in (held, rows):
         assert np.all(np.diff(ids) > 0) and ids[0] >= 0 and ids[-1] < 700_378
     assert not np.intersect1d(held, rows).size
-    assert not np.array_equal(rows, training_rows(700_378, 8192, 0.05, 32, seed=4)[1])
+    assert not np.array_equal(
+        rows, training_rows(700_378, 8192, 0.05, 32, np.random.default_rng(4))[1]
+    )
 
 
 def test_index_trains_with_the_module_settings(make_index, monkeypatch) -> None:

@@ -39,11 +39,12 @@ _MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure o
 # iteration costs one (rows x centroids) GEMM. Measured with benchmarks/bench_index.py's data
 # (5000 passages, 700k vectors, 8192 centroids, nbits=2; agreement@10 with exact MaxSim at
 # default search settings, 400 queries, mean of 2-6 codec seeds; one seed moves it by up to
-# +-0.03), random / peaked checkpoint: 8 x 4 (the former setting) 0.311 / 0.926; 32 x 1 0.343
-# / 0.907; 16 x 2 0.330 / 0.937; 16 x 3 0.330; 32 x 2 0.344 / 0.926, k-means ~7 s against
-# ~3.5 s for 8 x 4. colbert-ai on the same data (its one seed, 100 queries): 0.349 / 0.932.
-# More rows matter on flat scores, iterations on clustered ones; 32 x 2 serves both.
-KMEANS_POINTS_PER_CENTROID = 32
+# +-0.03), random / peaked checkpoint: 8 x 4 (the former setting) 0.311 / 0.926; 16 x 2 0.330
+# / 0.937, the same ~3.5 s; 32 x 1 0.343 / 0.907; 32 x 2 0.344 / 0.926 in ~7 s, which made
+# indexing 0.31x colbert-ai's time (target 0.3x); colbert-ai on the same data (its one seed,
+# 100 queries): 0.349-0.354 / 0.932. More rows matter on flat scores, iterations on clustered
+# ones; 16 x 2 is the best of both at the former cost.
+KMEANS_POINTS_PER_CENTROID = 16
 KMEANS_ITERS = 2
 _ARRAY_FILES = ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")
 

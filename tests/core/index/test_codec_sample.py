@@ -16,9 +16,9 @@ from jacolbert_core.index.codec import ResidualCodec, default_num_centroids, tra
     [
         (10, 0, 10),  # tiny: nothing held out, every row trains
         (639, 0, 639),  # 5% would be 31 rows: too few to hold out
-        (20_000, 1_000, 19_000),  # 2048 centroids x 32 > the rest: every other row trains
-        (700_378, 35_018, 32 * 8192),  # the 5000-passage bench: 32 rows per centroid
-        (10_000_000, 50_000, 32 * 32768),  # held-out rows capped at 50,000
+        (20_000, 1_000, 19_000),  # 2048 centroids x 16 > the rest: every other row trains
+        (700_378, 35_018, 16 * 8192),  # the 5000-passage bench: 16 rows per centroid
+        (10_000_000, 50_000, 16 * 32768),  # held-out rows capped at 50,000
     ],
 )
 def test_training_row_counts(n: int, heldout: int, train: int) -> None:

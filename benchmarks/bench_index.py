@@ -38,9 +38,6 @@ Measured (each side in a fresh process; ``ru_maxrss`` of the child from ``wait4`
    100 (a k=100 search at that k's settings), nbits 1/2/4, default and ``SearchParams.high_recall``,
    on both checkpoints, with colbert-ai's at its defaults (nbits=2) beside them. "exact=True"
    is exhaustive scoring of the compressed vectors: the ceiling of candidate generation.
-   One k-means draw moves agreement by a few points (random checkpoint: 0.29-0.35 over seeds
-   with the former 8 x 4 k-means), so at nbits=2 ours is measured over ``--codec-seeds`` codec
-   seeds and the target judged on their mean (colbert-ai's seed is fixed: one draw).
    A diagnostic row searches colbert-ai's own index (its k-means, codes and residuals, read by
    ``import_plaid_index``) with our PLAID: it separates our codec from our search.
 5. ``keep_vectors=True`` (float16 vectors for an exact final rerank): size, latency, agreement.
@@ -48,9 +45,9 @@ Measured (each side in a fresh process; ``ru_maxrss`` of the child from ``wait4`
 Each checkpoint's passages go through the model once for quality: the random checkpoint's
 float32 vectors are saved by the indexing worker of step 1 (outside its timings), the peaked
 one's come from ``encode_documents``. Our quality indexes are built in this process from those
-vectors (``iter_encode_documents`` answered from them: what ``Index.add`` would compute), so
-the random checkpoint's indexes get the step-1 worker's centroids again (k-means is seeded and
-depends only on the vectors). colbert-ai's peaked index, used
+vectors (``iter_encode_documents`` answered from them: what ``Index.add`` would compute), and
+k-means runs once per checkpoint (its centroids depend on the vectors and the seeded sample, not
+on nbits; the random checkpoint's come from the step-1 worker). colbert-ai's peaked index, used
 for quality only, is built from the same vectors too (``encode_passages`` answered from them;
 the query vectors of both libraries are compared and agree). Only step 1 times indexing.
 
@@ -284,15 +281,77 @@ def _time_phases(out: dict) -> None:
 
         return wrapped
 
-    codec._lloyd = wrap(codec._lloyd, "kmeans")
+    timed_kmeans = wrap(codec._kmeans, "kmeans")
+    codec._kmeans = timed_kmeans
+    if out.get("kmeans_dir"):  # keep the centroids for the quality step (not timed)
+
+        def saving(*args, **kwargs):
+            result = timed_kmeans(*args, **kwargs)
+            start = time.perf_counter()
+            save_kmeans(out["kmeans_dir"], args, kwargs, result)
+            out["dump_s"] += time.perf_counter() - start
+            return result
+
+        codec._kmeans = saving
     codec.ResidualCodec.train = staticmethod(wrap(codec.ResidualCodec.train, "train_codec"))
     codec.ResidualCodec.compress = wrap(codec.ResidualCodec.compress, "compress")
     segment.Segment.write = staticmethod(wrap(segment.Segment.write, "write_segment"))
     store.Store.write = wrap(store.Store.write, "sqlite_write")
 
 
+def kmeans_key(args: tuple, kwargs: dict) -> str:
+    """A key for a call of ``codec._kmeans(x, ...)``: every 1000th row of ``x`` and the rest."""
+    import hashlib
+
+    import numpy as np
+
+    x = args[0]
+    rows = np.ascontiguousarray(x[:: max(1, len(x) // 1000)], dtype=np.float32)
+    digest = hashlib.sha1(rows.tobytes()).hexdigest()[:16]
+    return f"{digest}-{x.shape}-{args[1:]!r}-{sorted(kwargs.items())!r}"
+
+
+def save_kmeans(directory: str, args: tuple, kwargs: dict, centroids) -> None:
+    import hashlib
+
+    import numpy as np
+
+    key = kmeans_key(args, kwargs)
+    name = hashlib.sha1(key.encode()).hexdigest()[:16]
+    np.save(Path(directory) / f"{name}.npy", centroids)
+    (Path(directory) / f"{name}.key").write_text(key)
+
+
+KMEANS_MEMO: dict[str, Any] = {}
+
+
+def memoize_kmeans(directory: Path | None = None) -> None:
+    """In this process, k-means runs once per sample: the centroids do not depend on nbits or
+    keep_vectors (same vectors, same seeded sample), so the quality indexes of one checkpoint
+    share them, and those of the indexing worker (saved in ``directory``) are reused."""
+    import numpy as np
+
+    from jacolbert_core.index import codec
+
+    if directory is not None:
+        for key_file in Path(directory).glob("*.key"):
+            KMEANS_MEMO[key_file.read_text()] = np.load(key_file.with_suffix(".npy"))
+    if getattr(codec._kmeans, "memoized", False):
+        return
+    original = codec._kmeans
+
+    def memo(*args, **kwargs):
+        key = kmeans_key(args, kwargs)
+        if key not in KMEANS_MEMO:
+            KMEANS_MEMO[key] = original(*args, **kwargs)
+        return KMEANS_MEMO[key].copy()
+
+    memo.memoized = True
+    codec._kmeans = memo
+
+
 def worker_index(spec: dict) -> dict:
-    out: dict = {"t_main": T_MAIN}
+    out: dict = {"t_main": T_MAIN, "kmeans_dir": spec.get("kmeans_dir")}
     _import_model_stack(out)
     from jacolbert_core.index.index import Index
     from jacolbert_core.text.chunking import ChunkingConfig
@@ -538,10 +597,7 @@ def prepare_quality(
 def our_quality(
     name: str, model, texts: list[str], docs: list, queries: list[str], truth: list, tmp, args
 ) -> dict:
-    """Our indexes at each nbits (and keep_vectors) built from ``docs``, evaluated; at nbits=2
-    also ``--codec-seeds`` codec draws (default settings only)."""
-    import numpy as np
-
+    """Our indexes at each nbits (and keep_vectors) built from ``docs``, evaluated."""
     ours: dict[str, Any] = {}
     configs = [(nbits, False) for nbits in args.nbits]
     if not args.no_keep_vectors:
@@ -562,37 +618,7 @@ def our_quality(
             flush=True,
         )
         del index
-    if 2 in args.nbits and args.codec_seeds > 1:
-        agreements = [ours["2"]["default"]["agreement10"]]
-        for offset in range(1, args.codec_seeds):
-            agreements.append(
-                seeded_agreement(name, model, texts, docs, queries, truth, tmp, offset)
-            )
-        ours["2"]["seed_agreements10"] = agreements
-        print(
-            f"[{name}] nbits=2 over {len(agreements)} codec seeds: agreement default "
-            f"{np.mean(agreements):.3f} ({min(agreements):.3f}-{max(agreements):.3f})",
-            flush=True,
-        )
     return ours
-
-
-def seeded_agreement(name, model, texts, docs, queries, truth, tmp, offset: int) -> float:
-    """Default-settings agreement@10 of a nbits=2 index whose codec is trained with its seed
-    shifted by ``offset`` (another draw of k-means rows and initial centroids)."""
-    from jacolbert_core.index.codec import ResidualCodec
-
-    descriptor, train = ResidualCodec.__dict__["train"], ResidualCodec.train
-
-    def shifted(vectors, nbits=2, n_centroids=None, *, seed=0, **kwargs):
-        return train(vectors, nbits, n_centroids, seed=seed + offset, **kwargs)
-
-    ResidualCodec.train = staticmethod(shifted)
-    try:
-        index = build_from_vectors(tmp / f"q-{name}-2-seed{offset}", model, texts, docs, 2, False)
-    finally:
-        ResidualCodec.train = descriptor
-    return mean_overlap([_ids(index.search(q, k=10)) for q in queries], truth)
 
 
 def imported_quality(
@@ -979,13 +1005,8 @@ def report(res: dict, args) -> None:
                 continue
             d, h = row["default"], row["high_recall"]
             ok_default = None
-            seeds = row.get("seed_agreements10") or [d["agreement10"]]
-            agreement = f"{d['agreement10']:.3f}"
-            if len(seeds) > 1:
-                agreement += f" (mean {sum(seeds) / len(seeds):.3f} of {len(seeds)} seeds)"
             if ref_agree is not None and key == "2":
-                # judged on the mean over codec seeds: one k-means draw moves it by a few points
-                ok_default = sum(seeds) / len(seeds) >= ref_agree - 1e-9
+                ok_default = d["agreement10"] >= ref_agree - 1e-9
             lat_ratio = h["p50_ms"] / d["p50_ms"]
             ok_hr = None
             if ck == "peaked":
@@ -997,7 +1018,7 @@ def report(res: dict, args) -> None:
                 [
                     ck,
                     key,
-                    agreement,
+                    f"{d['agreement10']:.3f}",
                     f"{d['recall10_at100']:.3f}",
                     f"{d['p50_ms']:.1f}",
                     f"{h['agreement10']:.3f}",
@@ -1136,12 +1157,6 @@ def main() -> int:
     )
     parser.add_argument("--no-keep-vectors", action="store_true")
     parser.add_argument(
-        "--codec-seeds",
-        type=int,
-        default=3,
-        help="codec seeds measured at nbits=2 (k-means draws vary agreement by a few points)",
-    )
-    parser.add_argument(
         "--no-import-diagnostic",
         action="store_true",
         help="skip searching colbert-ai's imported index with our PLAID",
@@ -1230,6 +1245,7 @@ def run(args) -> int:
 
     # 1. indexing, random checkpoint, nbits=2: ours then colbert-ai
     ours_path = tmp / "ours-random-2"
+    (tmp / "kmeans").mkdir()
     spec = {
         "mode": "index",
         "checkpoint": str(checkpoints["random"]),
@@ -1237,6 +1253,7 @@ def run(args) -> int:
         "nbits": 2,
         "tag": "ours",
         "dump": str(tmp / "random-vectors.f32"),
+        "kmeans_dir": str(tmp / "kmeans"),
     }
     res["load"]["ours_index"] = load()
     res["ours_index"] = run_worker("ours", {**spec_common, **spec}, tmp)
@@ -1296,6 +1313,7 @@ def run(args) -> int:
     # 4-5. quality, both checkpoints; colbert-ai on the peaked one too (from the same vectors)
     res["quality"] = {}
     res["ref_quality"] = {}
+    memoize_kmeans(tmp / "kmeans")
     for ck in ("random", "peaked"):
         docs = None
         if ck == "random":

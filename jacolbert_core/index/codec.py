@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jacolbert_core.index.spill import read_rows
-
-__all__ = ["ResidualCodec", "default_num_centroids", "training_rows"]
+__all__ = ["ResidualCodec", "default_num_centroids"]
 
 FORMAT_NAME = "jacolbert-residual-codec"
 FORMAT_VERSION = 1
@@ -34,18 +32,6 @@ _COMPRESS_CHUNK = 1 << 13  # vectors per compress/decompress chunk (cache-sized 
 _ASSIGN_BUDGET = 1 << 25  # float32 scores per assignment chunk (128 MiB)
 _MAX_HELDOUT = 50_000  # the reference caps the held-out split here too
 _MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure on all rows
-# k-means (``ResidualCodec.train``): KMEANS_ITERS spherical Lloyd iterations on at most
-# KMEANS_POINTS_PER_CENTROID rows per centroid (colbert-ai: 4 iterations on up to 256). Each
-# iteration costs one (rows x centroids) GEMM. Measured with benchmarks/bench_index.py's data
-# (5000 passages, 700k vectors, 8192 centroids, nbits=2; agreement@10 with exact MaxSim at
-# default search settings, 400 queries, mean of 2-6 codec seeds; one seed moves it by up to
-# +-0.03), random / peaked checkpoint: 8 x 4 (the former setting) 0.311 / 0.926; 16 x 2 0.330
-# / 0.937, the same ~3.5 s; 32 x 1 0.343 / 0.907; 32 x 2 0.344 / 0.926 in ~7 s, which made
-# indexing 0.31x colbert-ai's time (target 0.3x); colbert-ai on the same data (its one seed,
-# 100 queries): 0.349-0.354 / 0.932. More rows matter on flat scores, iterations on clustered
-# ones; 16 x 2 is the best of both at the former cost.
-KMEANS_POINTS_PER_CENTROID = 16
-KMEANS_ITERS = 2
 _ARRAY_FILES = ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")
 
 
@@ -83,20 +69,6 @@ def _as_vectors(vectors: object, dim: int | None = None, name: str = "vectors") 
     if dim is not None and arr.shape[1] != dim:
         raise ValueError(f"{name} have dim {arr.shape[1]}, but the codec was built for dim {dim}")
     return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-def _check_rows(vectors: object) -> np.ndarray:
-    """Validate training vectors ``[n >= 1, D]`` of a floating dtype without copying them (a
-    memory-mapped array stays one)."""
-    arr = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
-    if arr.ndim != 2:
-        raise ValueError(f"vectors must be a 2-D array [n, dim], got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"vectors must have a floating dtype (float32 expected), got {arr.dtype}")
-    if len(arr) == 0:
-        raise ValueError("cannot train a codec on an empty array of vectors")
-    _check_dim(arr.shape[1])
-    return arr
 
 
 def _check_nbits(nbits: int) -> int:
@@ -236,65 +208,63 @@ class ResidualCodec:
     @classmethod
     def train(
         cls,
-        vectors: np.ndarray,
+        sample: np.ndarray,
         nbits: int = 2,
         n_centroids: int | None = None,
         *,
         heldout_fraction: float = 0.05,
-        kmeans_iters: int = KMEANS_ITERS,
-        points_per_centroid: int = KMEANS_POINTS_PER_CENTROID,
+        kmeans_iters: int = 20,
         seed: int = 0,
     ) -> ResidualCodec:
-        """Fit centroids and residual buckets on token vectors, as ColBERTv2.
+        """Fit centroids and residual buckets on a sample of token vectors, as ColBERTv2.
 
-        ``vectors`` may be a whole collection, memory-mapped (``Index.add`` passes its float16
-        spill): only the rows drawn here are read, window by window (``spill.read_rows``), so
-        memory holds the centroids and one window, never the collection or the sample.
-
-        One generator seeded by ``seed`` draws (:func:`training_rows`) ``heldout_fraction``
-        of the rows (at most 50,000) for the residual statistics and, from the others, at most
-        ``points_per_centroid`` rows per centroid for k-means, then the initial centroids
-        among those; spherical Lloyd iterations (:func:`_lloyd`) move them. The held-out
-        residuals give the bucket cut-offs (quantiles ``i / 2**nbits``), the bucket weights
+        The sample is shuffled with ``seed`` and ``heldout_fraction`` of it (at most 50,000
+        rows: ``np.random.default_rng(seed).permutation(n)[n - n_heldout:]``) is held out;
+        faiss k-means runs on the rest and its centroids are L2-normalised. Residuals of the
+        held-out vectors give the bucket cut-offs (quantiles ``i / 2**nbits``), the bucket weights
         (quantiles ``(i + 0.5) / 2**nbits``) over all coordinates, and ``avg_residual``.
 
-        Tiny inputs (where the reference fails with fewer rows than centroids) work: when
+        Tiny samples (where the reference fails with fewer rows than centroids) work: when
         fewer than 32 rows would be held out, nothing is held out (k-means and statistics use
         every row), and the centroid count is clamped to the training rows. A small collection
         indexed with its own codec is then reconstructed closely (exactly when every vector
         is a centroid) rather than one unlucky held-out row setting large buckets for all.
 
         Args:
-            vectors: ``[n, D]`` float vectors (L2-normalised token embeddings), ``n >= 1``.
+            sample: ``[n, D]`` float vectors (L2-normalised token embeddings), ``n >= 1``.
             nbits: bits per dimension (1, 2 or 4).
             n_centroids: number of centroids; defaults to ``default_num_centroids(n)``.
                 Clamped to the number of training rows.
             heldout_fraction: fraction of rows held out for the residual statistics, in [0, 1).
-            kmeans_iters: Lloyd iterations (see ``KMEANS_ITERS``).
-            points_per_centroid: training rows per centroid at most (``>= 1``).
-            seed: seed of the row draws; training is deterministic given it.
+            kmeans_iters: k-means iterations (``Index`` passes 4 on a sample of 8 points per
+                centroid: see ``jacolbert_core.index.index.KMEANS_ITERS``).
+            seed: seed for the shuffle and faiss k-means; training is deterministic given it.
         """
         nbits = _check_nbits(nbits)
-        x = _check_rows(vectors)
+        x = _as_vectors(sample, name="sample")
         n, dim = x.shape
+        if n == 0:
+            raise ValueError("cannot train a codec on an empty sample")
+        _check_dim(dim)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("sample contains NaN or infinite values")
         if not 0.0 <= heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
-        for name, value in (
-            ("kmeans_iters", kmeans_iters),
-            ("points_per_centroid", points_per_centroid),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        if kmeans_iters < 1:
+            raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters}")
         if n_centroids is not None and int(n_centroids) < 1:
             raise ValueError(f"n_centroids must be >= 1, got {n_centroids}")
 
+        n_heldout = min(int(heldout_fraction * n), _MAX_HELDOUT)
+        if n_heldout < _MIN_HELDOUT:
+            n_heldout = 0
+        x = x[np.random.default_rng(seed).permutation(n)]
+        train_x, heldout = x[: n - n_heldout], x[n - n_heldout :]
         k = default_num_centroids(n) if n_centroids is None else int(n_centroids)
-        rng = np.random.default_rng(seed)
-        heldout, train_rows = training_rows(n, k, heldout_fraction, points_per_centroid, rng)
-        k = min(k, len(train_rows))
-        init = np.sort(rng.choice(train_rows, size=k, replace=False))
-        centroids = _lloyd(x, train_rows, _gather(x, init), kmeans_iters)
-        stats_x = _gather(x, heldout if len(heldout) else train_rows)
+        k = min(k, len(train_x))
+
+        centroids = _kmeans(train_x, k, kmeans_iters, seed)
+        stats_x = heldout if len(heldout) else train_x
         provisional = cls(
             centroids=centroids,
             bucket_cutoffs=np.zeros((1 << nbits) - 1, np.float32),
@@ -325,13 +295,23 @@ class ResidualCodec:
         Exact: a faiss ``IndexFlatIP`` search with k=1 (blocked BLAS GEMM on all threads with
         the arg-max fused into each block, so no ``[n, C]`` score matrix is materialised); about
         1.4x faster than numpy ``matmul`` + ``argmax`` and the cost of ``compress``."""
-        return _nearest(self._flat_index(), _as_vectors(vectors, self.dim))
+        x = _as_vectors(vectors, self.dim)
+        codes = np.empty(len(x), dtype=np.int32)
+        index = self._flat_index()
+        step = max(1, _ASSIGN_BUDGET // self.num_centroids)
+        for start in range(0, len(x), step):
+            _, ids = index.search(x[start : start + step], 1)
+            codes[start : start + step] = ids[:, 0]
+        return codes
 
     def _flat_index(self):
         """A faiss inner-product index over the centroids, built once per codec."""
         index = self.__dict__.get("_faiss_index")
         if index is None:
-            index = _flat_ip_index(self.centroids)
+            import faiss
+
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(self.centroids)
             object.__setattr__(self, "_faiss_index", index)
         return index
 
@@ -455,73 +435,28 @@ class ResidualCodec:
         return codec
 
 
-def training_rows(
-    n: int,
-    n_centroids: int,
-    heldout_fraction: float,
-    points_per_centroid: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted, disjoint row ids ``(held out, k-means training)`` of ``n`` rows, drawn with
-    ``rng``: ``min(heldout_fraction * n, 50,000)`` held out (none when that is under 32), and
-    ``min(rest, points_per_centroid * n_centroids)`` for training."""
-    n_heldout = min(int(heldout_fraction * n), _MAX_HELDOUT)
-    if n_heldout < _MIN_HELDOUT:
-        n_heldout = 0
-    n_train = min(n - n_heldout, points_per_centroid * n_centroids)
-    drawn = rng.choice(n, size=n_heldout + n_train, replace=False)
-    return np.sort(drawn[:n_heldout]), np.sort(drawn[n_heldout:])
+def _kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
+    """faiss k-means on ``x`` with ``k <= len(x)`` clusters; returns normalised centroids.
 
-
-def _lloyd(x: np.ndarray, rows: np.ndarray, centroids: np.ndarray, iters: int) -> np.ndarray:
-    """Spherical k-means: ``iters`` passes over rows ``rows`` of ``x`` (read window by window),
-    each assigning every row to its nearest centroid (exact, max inner product) and moving
-    every centroid to the normalised mean of its rows (an empty one stays where it is).
-    Time ~ ``len(rows) * k * dim * iters``: each pass costs one ``compress`` of the rows."""
-    centroids = _l2_normalise(centroids)
-    k, dim = centroids.shape
-    for _ in range(iters):
-        index = _flat_ip_index(centroids)
-        sums = torch.zeros(k, dim)
-        counts = np.zeros(k, dtype=np.int64)
-        for block in read_rows(x, rows):
-            _check_finite(block)
-            codes = _nearest(index, block)
-            sums.index_add_(0, torch.from_numpy(codes.astype(np.int64)), torch.from_numpy(block))
-            counts += np.bincount(codes, minlength=k)
-        filled = counts > 0
-        centroids[filled] = _l2_normalise(sums.numpy()[filled])
-    return centroids
-
-
-def _gather(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``x[rows]`` (sorted ``rows``) as one float32 array, read window by window."""
-    blocks = list(read_rows(x, rows))
-    out = np.concatenate(blocks) if blocks else np.zeros((0, x.shape[1]), dtype=np.float32)
-    _check_finite(out)
-    return out
-
-
-def _flat_ip_index(centroids: np.ndarray):
-    """A faiss exact inner-product index over ``centroids``."""
+    Each iteration is an exact nearest-centroid search of every row (blocked BLAS on all of
+    faiss's OpenMP threads) plus a centroid update: time ~ ``len(x) * k * dim * iters``."""
     import faiss
 
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(centroids)
-    return index
-
-
-def _nearest(index, x: np.ndarray) -> np.ndarray:
-    """Id of the nearest centroid in ``index`` of every row of float32 ``x``, int32: blocked
-    faiss search (k=1) bounding the score buffer to ``_ASSIGN_BUDGET`` floats."""
-    codes = np.empty(len(x), dtype=np.int32)
-    step = max(1, _ASSIGN_BUDGET // index.ntotal)
-    for start in range(0, len(x), step):
-        _, ids = index.search(x[start : start + step], 1)
-        codes[start : start + step] = ids[:, 0]
-    return codes
-
-
-def _check_finite(x: np.ndarray) -> None:
-    if not np.all(np.isfinite(x)):
-        raise ValueError("vectors contain NaN or infinite values")
+    if k == len(x):
+        # Every point is its own cluster; faiss would only shuffle them.
+        centroids = x.copy()
+    else:
+        kmeans = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=iters,
+            seed=seed,
+            spherical=True,
+            verbose=False,
+            # Small samples are fine (faiss would warn); above 256 points per centroid faiss
+            # trains on a seeded random subset, which bounds the time as in the reference.
+            min_points_per_centroid=1,
+        )
+        kmeans.train(x)
+        centroids = np.array(kmeans.centroids, dtype=np.float32)
+    return _l2_normalise(centroids)

@@ -10,12 +10,7 @@ import numpy as np
 import pytest
 
 from jacolbert_core.index import codec as codec_module
-from jacolbert_core.index.codec import (
-    KMEANS_POINTS_PER_CENTROID,
-    ResidualCodec,
-    default_num_centroids,
-    training_rows,
-)
+from jacolbert_core.index.codec import ResidualCodec, default_num_centroids
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 NBITS = (1, 2, 4)
@@ -179,11 +174,7 @@ def test_train_shapes_and_statistics(codecs: dict[int, ResidualCodec], nbits: in
 
 def test_train_statistics_are_heldout_quantiles(sample: np.ndarray) -> None:
     codec = ResidualCodec.train(sample, nbits=2, n_centroids=64, heldout_fraction=0.1, seed=3)
-    held, _ = training_rows(
-        len(sample), 64, 0.1, KMEANS_POINTS_PER_CENTROID, np.random.default_rng(3)
-    )
-    assert len(held) == 600
-    heldout = sample[held]
+    heldout = sample[np.random.default_rng(3).permutation(len(sample))[-600:]]
     residuals = heldout - codec.centroids[codec.assign(heldout)]
     q = np.quantile(residuals, [0.25, 0.5, 0.75])
     np.testing.assert_allclose(codec.bucket_cutoffs, q, atol=1e-6)
@@ -369,22 +360,21 @@ def test_constructor_copies_and_accepts_reference_scalar_avg_residual() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"vectors": np.zeros((0, 32), np.float32)}, "empty"),
-        ({"vectors": np.ones(32, np.float32)}, "2-D"),
-        ({"vectors": np.ones((10, 32), np.int64)}, "floating"),
-        ({"vectors": np.ones((10, 12), np.float32)}, "multiple of 8"),
-        ({"vectors": np.full((10, 32), np.nan, np.float32)}, "NaN"),
+        ({"sample": np.zeros((0, 32), np.float32)}, "empty"),
+        ({"sample": np.ones(32, np.float32)}, "2-D"),
+        ({"sample": np.ones((10, 32), np.int64)}, "floating"),
+        ({"sample": np.ones((10, 12), np.float32)}, "multiple of 8"),
+        ({"sample": np.full((10, 32), np.nan, np.float32)}, "NaN"),
         ({"nbits": 3}, "nbits"),
         ({"nbits": 8}, "nbits"),
         ({"nbits": True}, "nbits"),
         ({"n_centroids": 0}, "n_centroids"),
         ({"heldout_fraction": 1.0}, "heldout_fraction"),
         ({"kmeans_iters": 0}, "kmeans_iters"),
-        ({"points_per_centroid": 0}, "points_per_centroid"),
     ],
 )
 def test_train_errors(kwargs: dict, match: str) -> None:
-    args = {"vectors": clustered(50, dim=32)} | kwargs
+    args = {"sample": clustered(50, dim=32)} | kwargs
     with pytest.raises(ValueError, match=match):
         ResidualCodec.train(**args)
 

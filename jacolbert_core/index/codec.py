@@ -17,12 +17,13 @@ import json
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["ResidualCodec", "default_num_centroids"]
+__all__ = ["ResidualCodec", "default_num_centroids", "quantise_rows"]
 
 FORMAT_NAME = "jacolbert-residual-codec"
 FORMAT_VERSION = 1
@@ -77,6 +78,13 @@ def _check_nbits(nbits: int) -> int:
     if int(nbits) not in SUPPORTED_NBITS:
         raise ValueError(f"nbits must be one of {SUPPORTED_NBITS}, got {nbits}")
     return int(nbits)
+
+
+def quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantisation per row: ``(round(x / scale[:, None]) as int8, scale)``
+    with ``scale = max |x_row| / 127`` (a zero row gets a tiny scale and all-zero codes)."""
+    scale = (x.abs().amax(dim=1) / 127).clamp_(min=1e-30)
+    return torch.round(x / scale[:, None]).to(torch.int8), scale
 
 
 def _check_dim(dim: int) -> None:
@@ -197,6 +205,13 @@ class ResidualCodec:
     def num_centroids(self) -> int:
         """Number of centroids C."""
         return int(self.centroids.shape[0])
+
+    @cached_property
+    def centroids_int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The centroids quantised to int8, row by row (``[C, D]`` int8 and the float32
+        ``[C]`` scales, ``centroids ~= int8 * scale[:, None]``), made on first use and kept:
+        the operand of the int8 centroid product in search (``plaid.centroid_scores``)."""
+        return quantise_rows(torch.from_numpy(self.centroids))
 
     @property
     def bytes_per_vector(self) -> int:

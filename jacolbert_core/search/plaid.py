@@ -36,11 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jacolbert_core.index.codec import ResidualCodec
+from jacolbert_core.index.codec import ResidualCodec, quantise_rows
 from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
+    "INT8_CENTROID_SCORES",
     "SearchParams",
     "approximate_scores",
     "candidates",
@@ -68,6 +69,17 @@ _PROBE_BLOCK = 64
 # segment costs ~38 ms of CPU (~18 ms wall) including the centroid scores. 24k tokens (~400
 # passages of 60 tokens) is what exhaustive scoring does in a little less than that.
 EXHAUSTIVE_MAX_TOKENS = 24_000
+
+
+def _fast_int8_product() -> bool:
+    """True when torch has an int8 matrix product (``torch._int_mm``) and the CPU runs it on
+    VNNI dot-product instructions (elsewhere it is slower than float32)."""
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    return hasattr(torch, "_int_mm") and bool(vnni())
+
+
+# centroid_scores multiplies in int8 when this is true (decided once, at import).
+INT8_CENTROID_SCORES = _fast_int8_product()
 
 
 @dataclass(frozen=True)
@@ -145,8 +157,22 @@ class SearchParams:
 
 def centroid_scores(codec: ResidualCodec, query: np.ndarray) -> np.ndarray:
     """``codec.centroids @ query.T``: float32 ``[C, q]``, C-contiguous. Compute it once per
-    query and pass it to the search of every segment (they share the codec)."""
+    query and pass it to the search of every segment (they share the codec).
+
+    Where the CPU has int8 dot-product instructions (:data:`INT8_CENTROID_SCORES`) centroids
+    and query vectors are quantised to int8 row by row (:func:`quantise_rows`), multiplied
+    exactly in int32 and scaled back: the largest cost of a search then falls by 3.5x (100k
+    passages, 34k centroids, 2 cores: 3.6 -> 1.0 ms per query). The scores differ from float32
+    ones by ~6e-4 on average, at most ~4e-3 (unit vectors, D=128), which moves only near-ties
+    of stages 1-3 (stage 4 scores in float32): on the 100k-passage benchmark agreement@10 with
+    exact MaxSim is unchanged and 98% of queries return the same top 10.
+    """
     query = _check_query(codec, query)
+    if INT8_CENTROID_SCORES:
+        centroids, centroid_scale = codec.centroids_int8
+        vectors, query_scale = quantise_rows(torch.from_numpy(query))
+        product = torch._int_mm(centroids, vectors.T.contiguous()).float()
+        return product.mul_(centroid_scale[:, None]).mul_(query_scale).numpy()
     return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy()
 
 

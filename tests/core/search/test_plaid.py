@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from jacolbert_core.index.codec import ResidualCodec
+from jacolbert_core.index.codec import ResidualCodec, quantise_rows
 from jacolbert_core.index.segment import Segment
 from jacolbert_core.search import plaid
 from jacolbert_core.search.plaid import SearchParams
@@ -314,12 +315,36 @@ def test_probe_cells_over_blocks(n_centroids, ncells) -> None:
     )
 
 
-def test_centroid_scores(data, codec) -> None:
+@pytest.mark.parametrize("int8", [False, True])
+def test_centroid_scores(data, codec, monkeypatch, int8) -> None:
+    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", int8)
     query = data.query(5)
     scores_cq = plaid.centroid_scores(codec, query)
     assert scores_cq.shape == (codec.num_centroids, 5) and scores_cq.dtype == np.float32
     assert scores_cq.flags.c_contiguous
-    np.testing.assert_allclose(scores_cq, codec.centroids @ query.T, rtol=1e-5, atol=1e-6)
+    exact = codec.centroids.astype(np.float64) @ query.T.astype(np.float64)
+    if not int8:
+        np.testing.assert_allclose(scores_cq, exact, rtol=1e-5, atol=1e-6)
+        return
+    # the int8 product: exact on the quantised rows, within quantisation error of float32
+    (c8, c_scale), (q8, q_scale) = codec.centroids_int8, quantise_rows(torch.from_numpy(query))
+    c_scale, q_scale = c_scale.numpy().astype(np.float64), q_scale.numpy().astype(np.float64)
+    quantised = (c8.numpy().astype(np.int64) @ q8.numpy().astype(np.int64).T).astype(np.float64)
+    np.testing.assert_allclose(scores_cq, quantised * c_scale[:, None] * q_scale, rtol=1e-6)
+    # |q.c - q'.c'| <= |q|_1 |c - c'|_inf + |c|_1 |q - q'|_inf + D |c - c'|_inf |q - q'|_inf
+    q_l1, c_l1 = np.abs(query).sum(axis=1), np.abs(codec.centroids).sum(axis=1)[:, None]
+    bound = 0.5 * c_scale[:, None] * q_l1 + 0.5 * q_scale * c_l1
+    bound += 0.25 * codec.dim * c_scale[:, None] * q_scale
+    assert np.all(np.abs(scores_cq - exact) <= bound + 1e-6)
+    assert np.abs(scores_cq - exact).max() < 1e-2
+
+
+def test_quantise_rows() -> None:
+    x = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]])
+    codes, scale = quantise_rows(x)
+    assert codes.dtype == torch.int8 and scale.dtype == torch.float32
+    assert codes.abs().amax(dim=1).tolist() == [127, 0, 127]  # each row spans the range
+    np.testing.assert_allclose((codes * scale[:, None]).numpy(), x.numpy(), atol=3.0 / 254)
 
 
 @pytest.mark.parametrize("ncells", [1, 3])

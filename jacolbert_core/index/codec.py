@@ -383,16 +383,13 @@ class ResidualCodec:
         if len(codes_arr) and (codes_arr.min() < 0 or codes_arr.max() >= self.num_centroids):
             raise ValueError(f"codes must lie in [0, {self.num_centroids}), got out-of-range ids")
         n = len(packed)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        table, centroids = torch.from_numpy(self._byte_table), torch.from_numpy(self.centroids)
-        result = torch.from_numpy(out)
+        out = self.decompress_residuals(packed)  # numpy's byte-table gather: 2x torch's
+        result, centroids = torch.from_numpy(out), torch.from_numpy(self.centroids)
         for start in range(0, n, _COMPRESS_CHUNK):
             stop = min(start + _COMPRESS_CHUNK, n)
-            chunk = torch.from_numpy(packed[start:stop]).reshape(-1).int()
-            block = table.index_select(0, chunk).view(stop - start, self.dim)
+            block = result[start:stop]
             block += centroids.index_select(0, torch.from_numpy(codes_arr[start:stop]).long())
-            norms = torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)
-            torch.div(block, norms, out=result[start:stop])
+            block /= torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)
         return out
 
     def _check_packed(self, residuals: np.ndarray) -> np.ndarray:

@@ -64,10 +64,11 @@ _PROBE_BLOCK = 64
 
 # Allowed tokens up to which choose_exhaustive prefers exact scoring of every allowed passage.
 # Measured with benchmarks/bench_search.py (D=128, 32 query vectors, nbits=2, process CPU time
-# with 2 threads): exhaustive scoring costs 1.3-1.4 us of CPU per token (decompression and the
+# with 2 threads): exhaustive scoring costs 0.7-0.9 us of CPU per token (decompression and the
 # [t, D] x [D, q] product), and one default k=10 PLAID search of a 100k-passage / 6M-token
-# segment costs ~38 ms of CPU (~18 ms wall) including the centroid scores. 24k tokens (~400
-# passages of 60 tokens) is what exhaustive scoring does in a little less than that.
+# segment costs 13-15 ms of CPU (6.6-7.4 ms wall) including the centroid scores. 24k tokens
+# (~400 passages of 60 tokens) cost exhaustive scoring up to ~1.4x that, for exact results
+# where PLAID finds only 13-21% of the allowed passages' exact top 10.
 EXHAUSTIVE_MAX_TOKENS = 24_000
 
 
@@ -263,15 +264,15 @@ def exhaustive_search(
 def choose_exhaustive(segment: Segment, n_allowed: int, params: SearchParams) -> bool:
     """True when exhaustive exact scoring of the allowed passages should replace PLAID.
 
-    Exhaustive cost is proportional to the allowed tokens (~1.35 us of CPU per token, D=128,
+    Exhaustive cost is proportional to the allowed tokens (~0.8 us of CPU per token, D=128,
     q=32); the allowed token count is estimated as ``n_allowed`` times the segment's mean
     passage length. It is chosen when that count is at most
     ``max(EXHAUSTIVE_MAX_TOKENS, (ndocs // 4) * mean length)``:
 
     * up to ``ndocs // 4`` passages, PLAID's stage 4 would decompress and score as many tokens
       anyway, so exhaustive scoring does no more exact work, skips stages 1-3, and is exact;
-    * up to ``EXHAUSTIVE_MAX_TOKENS`` (24k) tokens, exhaustive scoring costs at most what one
-      default PLAID search of a 100k-passage segment costs (~38 ms of CPU, measured in
+    * up to ``EXHAUSTIVE_MAX_TOKENS`` (24k) tokens, exhaustive scoring costs at most ~1.4x
+      one default PLAID search of a 100k-passage segment (13-15 ms of CPU, measured in
       ``benchmarks/bench_search.py``), so exactness comes within the usual latency.
 
     Measured per segment, with the centroid scores already paid for, PLAID on a small segment

@@ -402,12 +402,10 @@ def _approximate(
     for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         block = lengths[lo:hi]
         codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))
-        if kept_centroids is None:
-            owners = np.repeat(np.arange(hi - lo, dtype=np.int64), block)
-        else:
-            kept = np.flatnonzero(np.take(kept_centroids, codes))  # often a few % of the tokens
-            codes = np.take(codes, kept)
-            owners = np.searchsorted(np.cumsum(block), kept, side="right")
+        owners = np.repeat(np.arange(hi - lo, dtype=np.int64), block)
+        if kept_centroids is not None:
+            kept = np.take(kept_centroids, codes)  # a few % to most of the tokens
+            codes, owners = codes[kept], owners[kept]
         token_scores = scores.index_select(0, torch.from_numpy(codes.astype(np.int64)))
         out[lo:hi] = _sum_of_max(token_scores, owners, hi - lo)
     return out

@@ -51,7 +51,7 @@ Queries take 8-16 words of a random passage (its topic, so its senses) plus
 The codec is built the way k-means would end up, without paying for k-means on 6M vectors
 (which takes far longer than this benchmark may): one centroid per (word, sense), placed at the
 normalised mean of a sample of its tokens (a k-means M-step), about 2^15 centroids as PLAID's
-default formula gives for 6M tokens; residual buckets are quantiles of held-out residuals as in
+default formula gives for 6M tokens; residual buckets are fitted to held-out residuals as in
 ``ResidualCodec.train``. Codes are the generating (word, sense); the script checks on a sample
 how often that is the nearest centroid (``codec.assign``) and prints it.
 """
@@ -167,19 +167,18 @@ class Collection:
 
 
 def build_codec(nbits: int, centroids: np.ndarray, heldout: tuple[np.ndarray, np.ndarray]):
-    """A ResidualCodec on given centroids; buckets from held-out residual quantiles, as
-    ResidualCodec.train computes them."""
-    from jacolbert_core.index.codec import ResidualCodec
+    """A ResidualCodec on given centroids; buckets fitted to the held-out residuals as
+    ResidualCodec.train fits them."""
+    from jacolbert_core.index.codec import ResidualCodec, residual_buckets
 
     x, codes = heldout
-    residuals = (x - centroids[codes]).ravel()
-    n_buckets = 1 << nbits
-    levels = np.arange(n_buckets, dtype=np.float64) / n_buckets
+    residuals = x - centroids[codes]
+    cutoffs, weights = residual_buckets(residuals, nbits)
     return ResidualCodec(
         centroids=centroids,
-        bucket_cutoffs=np.quantile(residuals, levels[1:]).astype(np.float32),
-        bucket_weights=np.quantile(residuals, levels + 0.5 / n_buckets).astype(np.float32),
-        avg_residual=np.abs(x - centroids[codes]).mean(axis=0).astype(np.float32),
+        bucket_cutoffs=cutoffs,
+        bucket_weights=weights,
+        avg_residual=np.abs(residuals).mean(axis=0).astype(np.float32),
         nbits=nbits,
     )
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jacolbert_core.index import codec as codec_module
-from jacolbert_core.index.codec import ResidualCodec, default_num_centroids
+from jacolbert_core.index.codec import ResidualCodec, default_num_centroids, residual_buckets
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 NBITS = (1, 2, 4)
@@ -172,15 +172,66 @@ def test_train_shapes_and_statistics(codecs: dict[int, ResidualCodec], nbits: in
     assert np.all(np.diff(merged) > 0)
 
 
-def test_train_statistics_are_heldout_quantiles(sample: np.ndarray) -> None:
+def test_train_statistics_come_from_the_heldout_residuals(sample: np.ndarray) -> None:
     codec = ResidualCodec.train(sample, nbits=2, n_centroids=64, heldout_fraction=0.1, seed=3)
     heldout = sample[np.random.default_rng(3).permutation(len(sample))[-600:]]
     residuals = heldout - codec.centroids[codec.assign(heldout)]
-    q = np.quantile(residuals, [0.25, 0.5, 0.75])
-    np.testing.assert_allclose(codec.bucket_cutoffs, q, atol=1e-6)
-    w = np.quantile(residuals, [0.125, 0.375, 0.625, 0.875])
-    np.testing.assert_allclose(codec.bucket_weights, w, atol=1e-6)
+    cutoffs, weights = residual_buckets(residuals, 2)
+    np.testing.assert_array_equal(codec.bucket_cutoffs, cutoffs)
+    np.testing.assert_array_equal(codec.bucket_weights, weights)
     np.testing.assert_allclose(codec.avg_residual, np.abs(residuals).mean(axis=0), atol=1e-6)
+
+
+def _bucket_mse(values: np.ndarray, cutoffs: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.mean((values - weights[np.searchsorted(cutoffs, values)]) ** 2))
+
+
+@pytest.mark.parametrize(
+    ("nbits", "cutoffs", "weights"),
+    [  # Lloyd-Max quantisers of the standard normal (Max, 1960)
+        (1, [0.0], [-0.7979, 0.7979]),
+        (2, [-0.9816, 0.0, 0.9816], [-1.5104, -0.4528, 0.4528, 1.5104]),
+    ],
+)
+def test_residual_buckets_are_the_least_squares_quantiser(
+    nbits: int, cutoffs: list[float], weights: list[float]
+) -> None:
+    half = np.random.default_rng(0).standard_normal(200_000)
+    values = np.concatenate([half, -half])  # symmetric, as the normal distribution
+    got_cutoffs, got_weights = residual_buckets(values, nbits)
+    np.testing.assert_allclose(got_cutoffs, cutoffs, atol=0.01)
+    np.testing.assert_allclose(got_weights, weights, atol=0.01)
+
+
+@pytest.mark.parametrize("nbits", NBITS)
+def test_residual_buckets_fixed_point_and_error(nbits: int) -> None:
+    # peaked at zero with long tails, like residual coordinates
+    values = np.random.default_rng(nbits).laplace(0.0, 0.01, 100_000).astype(np.float32)
+    cutoffs, weights = residual_buckets(values, nbits)
+    assert cutoffs.dtype == weights.dtype == np.float32
+    merged = np.empty(2 * len(weights) - 1)
+    merged[0::2], merged[1::2] = weights, cutoffs
+    assert np.all(np.diff(merged) > 0)
+    # each weight is the mean of its bucket, each cut-off the midpoint of its neighbours
+    buckets = np.searchsorted(cutoffs, values)  # = number of cut-offs strictly below
+    means = [values[buckets == j].mean() for j in range(len(weights))]
+    np.testing.assert_allclose(weights, means, atol=1e-5)
+    np.testing.assert_allclose(cutoffs, (weights[1:] + weights[:-1]) / 2, atol=1e-5)
+    # and it reconstructs better than the reference's quantile buckets
+    n_buckets = len(weights)
+    levels = np.arange(n_buckets) / n_buckets
+    quantile_mse = _bucket_mse(
+        values, np.quantile(values, levels[1:]), np.quantile(values, levels + 0.5 / n_buckets)
+    )
+    assert _bucket_mse(values, cutoffs, weights) < 0.95 * quantile_mse
+
+
+def test_residual_buckets_degenerate_inputs() -> None:
+    cutoffs, weights = residual_buckets(np.zeros((5, 8)), 2)  # every vector is a centroid
+    np.testing.assert_array_equal(cutoffs, 0.0)
+    np.testing.assert_array_equal(weights, 0.0)
+    with pytest.raises(ValueError, match="empty"):
+        residual_buckets(np.zeros((0, 8)), 2)
 
 
 def test_train_is_deterministic_given_seed(sample: np.ndarray) -> None:

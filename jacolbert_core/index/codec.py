@@ -106,7 +106,8 @@ def residual_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.
     scale = max(float(values[-1] - values[0]), 1e-30)
     for _ in range(_LLOYD_MAX_ITERS):
         # bucket j holds the values in (cutoffs[j - 1], cutoffs[j]]: #{cutoffs < value} = j
-        bounds = np.concatenate([[0], np.searchsorted(values, cutoffs, side="right"), [len(values)]])
+        inner = np.searchsorted(values, cutoffs, side="right")
+        bounds = np.concatenate([[0], inner, [len(values)]])
         counts = np.diff(bounds)
         filled = counts > 0  # an empty bucket keeps its weight
         weights[filled] = np.diff(prefix[bounds])[filled] / counts[filled]

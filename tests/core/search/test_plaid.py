@@ -222,17 +222,24 @@ def test_exhaustive_with_stored_vectors(data, codec, vector_segment) -> None:
     assert not np.allclose(decompressed[1], expected[1], atol=1e-5)
 
 
-def test_blocks_do_not_change_results(data, codec, segment, monkeypatch) -> None:
+def test_blocks_do_not_change_results(data, codec, segment, vector_segment, monkeypatch) -> None:
     query = data.query(16)
     scores_cq = plaid.centroid_scores(codec, query)
     pids = np.arange(segment.n_passages)
     whole = plaid.exhaustive_search(codec, segment, query, 50)
     approx = [plaid.approximate_scores(segment, scores_cq, pids, t) for t in (None, 0.3)]
-    monkeypatch.setattr(plaid, "_BLOCK_TOKENS", 7)  # several passages per block, or one
-    assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
-    for threshold, expected in zip((None, 0.3), approx, strict=True):
-        got = plaid.approximate_scores(segment, scores_cq, pids, threshold)
-        np.testing.assert_array_equal(got, expected)
+    stored = plaid.exhaustive_search(codec, vector_segment, query, 50, exact_vectors=True)
+    for block, rows in ((7, 1 << 14), (1 << 16, 5), (7, 3)):
+        # several passages per block, or one; each block's tokens scored a few rows at a time
+        monkeypatch.setattr(plaid, "_BLOCK_TOKENS", block)
+        monkeypatch.setattr(plaid, "_SCORE_ROWS", rows)
+        assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
+        assert_same(
+            plaid.exhaustive_search(codec, vector_segment, query, 50, exact_vectors=True), stored
+        )
+        for threshold, expected in zip((None, 0.3), approx, strict=True):
+            got = plaid.approximate_scores(segment, scores_cq, pids, threshold)
+            np.testing.assert_array_equal(got, expected)
 
 
 # ---------------------------------------------------------------------- full pipeline

@@ -56,17 +56,18 @@ __all__ = [
 ]
 
 # Approximate and exact scoring walk the candidates' tokens in blocks of up to _BLOCK_TOKENS
-# (their codes and owners: 12 bytes a token) and score each block _SCORE_ROWS tokens at a time
-# (the [rows, q] token scores: 512 KiB at q=32; in exact scoring also the decompressed [rows, D]
-# vectors: 2 MiB at D=128). Small temporaries stay in cache, and they keep glibc from holding
-# on to freed memory: it raises its mmap threshold to the largest block freed and then serves
-# (and retains) blocks up to that size from its heap. Scoring whole 64k-token blocks (8 MiB of
-# token scores) left ~16 MiB of heap behind after the first query on 5k passages, 16k rows
-# ~10 MiB, 4k rows none. Measured (same results): 100k passages unchanged (k=10 and k=100);
-# 5k passages of a random checkpoint, where most tokens pass stage 2's threshold, +10-15%.
-# Smaller token blocks would add a per-block overhead that shows at 100k passages.
+# (their codes and owners: 12 bytes a token) and score each block a few rows at a time, so that
+# no temporary (the [rows, q] token scores; in exact scoring also the decompressed [rows, D]
+# vectors) exceeds _SCORE_BYTES: 4096 rows at q=32, 1024 at D=128. Small temporaries stay in
+# cache, and they keep glibc from holding on to freed memory: it raises its mmap threshold to
+# the largest block freed and then serves (and retains) blocks up to that size from its heap.
+# Scoring whole 64k-token blocks (8 MiB of token scores) left ~16 MiB of heap behind after the
+# first query on 5k passages, 2 MiB temporaries ~10 MiB, 512 KiB ones ~1 MiB. Measured (same
+# results): 100k passages unchanged (k=10 and k=100); 5k passages of a random checkpoint, where
+# most tokens pass stage 2's threshold, +10-15%. Smaller token blocks would add a per-block
+# overhead that shows at 100k passages.
 _BLOCK_TOKENS = 1 << 16
-_SCORE_ROWS = 1 << 12
+_SCORE_BYTES = 1 << 19
 
 # Centroids per block in probe_cells: a query vector's n best centroids lie in the n blocks
 # whose maxima are its best, so only those blocks are searched.
@@ -417,7 +418,7 @@ def _approximate(
             kept = np.take(kept_centroids, codes)  # a few % to most of the tokens
             codes, owners = codes[kept], owners[kept]
         rows = partial(_centroid_rows, scores, torch.from_numpy(codes.astype(np.int64)))
-        out[lo:hi] = _sum_of_max(rows, owners, hi - lo, scores.shape[1])
+        out[lo:hi] = _sum_of_max(rows, owners, hi - lo, scores.shape[1], scores.shape[1])
     return out
 
 
@@ -448,7 +449,7 @@ def _exact(
                 segment.take_residuals(rows),
             )
         owners = np.repeat(np.arange(hi - lo, dtype=np.int64), lengths[lo:hi])
-        out[lo:hi] = _sum_of_max(token_scores, owners, hi - lo, len(query))
+        out[lo:hi] = _sum_of_max(token_scores, owners, hi - lo, len(query), codec.dim)
     return out
 
 
@@ -479,14 +480,17 @@ def _sum_of_max(
     owners: np.ndarray,
     n_passages: int,
     n_query: int,
+    row_width: int,
 ) -> np.ndarray:
     """Per passage ``p``: the sum over query vectors of the maximum over the token rows
-    ``owners == p`` (sorted), ``-inf`` for a passage without rows. ``token_scores(a, b)`` gives
-    the ``[b - a, q]`` scores of rows ``a:b``; it is called for ``_SCORE_ROWS`` rows at a time."""
+    ``owners == p``, ``-inf`` for a passage without rows. ``token_scores(a, b)`` gives the
+    ``[b - a, q]`` scores of rows ``a:b``; it is called for as many rows at a time as keep its
+    widest temporary (``row_width`` float32 values a row) within ``_SCORE_BYTES``."""
     maxima = torch.full((n_passages, n_query), -torch.inf)
     owners_t = torch.from_numpy(owners)
-    for a in range(0, len(owners), _SCORE_ROWS):
-        b = min(a + _SCORE_ROWS, len(owners))
+    step = max(1, _SCORE_BYTES // (4 * max(row_width, n_query)))
+    for a in range(0, len(owners), step):
+        b = min(a + step, len(owners))
         block = token_scores(a, b)
         maxima.scatter_reduce_(0, owners_t[a:b, None].expand_as(block), block, "amax")
     return maxima.sum(dim=1).numpy()

@@ -352,18 +352,19 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
     for _ in range(args.repeats):
         for query in queries:
             start, start_cpu = time.perf_counter(), time.process_time()
-            scores_cq = plaid.centroid_scores(codec, query)
+            scores_cq = plaid.centroid_scores(codec, query, p10.ncells)
             plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
     for qi, query in enumerate(queries):
-        scores_cq = plaid.centroid_scores(codec, query)
+        scores_cq = plaid.centroid_scores(codec, query, p10.ncells)
         pids, _ = plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
         n_cands.append(len(plaid.candidates(segment, scores_cq, p10.ncells)))
         agree.append(overlap(pids, truth[qi][:10]))
         top10.append(pids.tolist())
         if p100 is not None:
-            pids100, _ = plaid.search_segment(codec, segment, query, scores_cq, 100, p100)
+            scores100 = plaid.centroid_scores(codec, query, p100.ncells)
+            pids100, _ = plaid.search_segment(codec, segment, query, scores100, 100, p100)
             recall.append(overlap(pids100, truth[qi][:10]))
     ms = np.asarray(times) * 1e3
     return {

@@ -19,11 +19,18 @@ import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["ResidualCodec", "default_num_centroids", "quantise_rows", "residual_buckets"]
+__all__ = [
+    "Int8Centroids",
+    "ResidualCodec",
+    "default_num_centroids",
+    "quantise_rows",
+    "residual_buckets",
+]
 
 FORMAT_NAME = "jacolbert-residual-codec"
 FORMAT_VERSION = 1
@@ -33,7 +40,9 @@ _COMPRESS_CHUNK = 1 << 13  # vectors per compress/decompress chunk (cache-sized 
 _ASSIGN_BUDGET = 1 << 25  # float32 scores per assignment chunk (128 MiB)
 _MAX_HELDOUT = 50_000  # the reference caps the held-out split here too
 _MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure on all rows
-_LLOYD_MAX_ITERS = 10_000  # residual_buckets: rounds of (bucket means, midpoints) at most
+_LLOYD_MAX_ITERS = 10_000  # residual_buckets(rounds=None): rounds until convergence, at most
+# residual_buckets' default: rounds of (bucket means, midpoints) after the quantile start
+RESIDUAL_BUCKET_ROUNDS = 3
 _ARRAY_FILES = ("centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")
 
 
@@ -81,19 +90,25 @@ def _check_nbits(nbits: int) -> int:
     return int(nbits)
 
 
-def residual_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+def residual_buckets(
+    residuals: np.ndarray, nbits: int, rounds: int | None = RESIDUAL_BUCKET_ROUNDS
+) -> tuple[np.ndarray, np.ndarray]:
     """Bucket cut-offs ``[2**nbits - 1]`` and weights ``[2**nbits]`` (float32, ascending) for
-    the coordinates of ``residuals``: a least-squares (Lloyd-Max) scalar quantiser.
+    the coordinates of ``residuals``: the reference's quantile buckets, refined by ``rounds``
+    rounds of the least-squares (Lloyd-Max) scalar quantiser (``None``: until it converges).
 
-    It starts from the reference's rule (cut-offs at the quantiles ``i / 2**nbits``, weights at
-    ``(i + 0.5) / 2**nbits``) and alternates: each weight becomes the mean of the values in its
-    bucket, each cut-off the midpoint of its neighbouring weights, until they stop moving. The
-    mean squared reconstruction error never increases along the way. Residual coordinates
-    cluster near zero with long tails, where equal-population buckets waste levels: on 5k
-    passages (nbits=2) the error fell by 44% (random checkpoint) and 65% (peaked one), and
-    agreement@10 of default PLAID search with exact MaxSim rose from 0.321 to 0.397 and from
-    0.917 to 0.925 (means over three codec seeds). The bit layout is unchanged: only the
-    values of ``bucket_cutoffs`` and ``bucket_weights`` differ.
+    The start is the reference's rule (cut-offs at the quantiles ``i / 2**nbits``, weights at
+    ``(i + 0.5) / 2**nbits``); a round makes each weight the mean of the values in its bucket
+    and each cut-off the midpoint of its neighbouring weights. The mean squared reconstruction
+    error never increases along the way. Residual coordinates cluster near zero with long
+    tails, where equal-population buckets waste levels. Measured on the 5k passages of
+    ``benchmarks/bench_index.py`` (nbits=2, default PLAID search, agreement@10 with exact
+    MaxSim, 400 queries, mean over codec seeds, 8 k-means points per centroid): converged
+    buckets help flat scores (random checkpoint: 0.337 -> 0.429, two seeds) but hardly peaked
+    ones (0.919 -> 0.921, three seeds), where 3 rounds did best (0.927; on the random one
+    0.402). With the index's k-means (32 points per centroid, 2 iterations) 3 rounds gave
+    0.943 on the peaked checkpoint (three seeds; colbert-ai's own index: 0.937), hence the
+    default. The bit layout is unchanged: only ``bucket_cutoffs`` and ``bucket_weights`` do.
     """
     n_buckets = 1 << _check_nbits(nbits)
     values = np.sort(np.asarray(residuals, dtype=np.float64).ravel())
@@ -104,7 +119,7 @@ def residual_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.
     weights = np.quantile(values, levels + 0.5 / n_buckets)
     prefix = np.concatenate([[0.0], np.cumsum(values)])
     scale = max(float(values[-1] - values[0]), 1e-30)
-    for _ in range(_LLOYD_MAX_ITERS):
+    for _ in range(_LLOYD_MAX_ITERS if rounds is None else int(rounds)):
         # bucket j holds the values in (cutoffs[j - 1], cutoffs[j]]: #{cutoffs < value} = j
         inner = np.searchsorted(values, cutoffs, side="right")
         bounds = np.concatenate([[0], inner, [len(values)]])
@@ -117,6 +132,16 @@ def residual_buckets(residuals: np.ndarray, nbits: int) -> tuple[np.ndarray, np.
             break
         cutoffs = moved
     return cutoffs.astype(np.float32), weights.astype(np.float32)
+
+
+class Int8Centroids(NamedTuple):
+    """The centroids quantised to int8 row by row (:func:`quantise_rows`), with the two
+    maxima that bound the error of a product with them (``plaid.centroid_scores``)."""
+
+    codes: torch.Tensor  # [C, D] int8: centroids ~= codes * scale[:, None]
+    scale: torch.Tensor  # [C] float32
+    max_error: float  # max over rows of ||centroid - codes * scale|| (L2)
+    max_norm: float  # max over rows of ||centroid|| (L2)
 
 
 def quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,11 +271,14 @@ class ResidualCodec:
         return int(self.centroids.shape[0])
 
     @cached_property
-    def centroids_int8(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The centroids quantised to int8, row by row (``[C, D]`` int8 and the float32
-        ``[C]`` scales, ``centroids ~= int8 * scale[:, None]``), made on first use and kept:
-        the operand of the int8 centroid product in search (``plaid.centroid_scores``)."""
-        return quantise_rows(torch.from_numpy(self.centroids))
+    def centroids_int8(self) -> Int8Centroids:
+        """The centroids quantised to int8, row by row, made on first use and kept: the
+        operand of the int8 centroid product in search (``plaid.centroid_scores``)."""
+        centroids = torch.from_numpy(self.centroids)
+        codes, scale = quantise_rows(centroids)
+        error = torch.linalg.vector_norm(centroids - codes * scale[:, None], dim=1)
+        norm = torch.linalg.vector_norm(centroids, dim=1)
+        return Int8Centroids(codes, scale, float(error.max()), float(norm.max()))
 
     @property
     def bytes_per_vector(self) -> int:
@@ -269,11 +297,12 @@ class ResidualCodec:
         heldout_fraction: float = 0.05,
         kmeans_iters: int = 20,
         seed: int = 0,
+        overwrite: bool = False,
     ) -> ResidualCodec:
         """Fit centroids and residual buckets on a sample of token vectors, as ColBERTv2.
 
-        The sample is shuffled with ``seed`` and ``heldout_fraction`` of it (at most 50,000
-        rows: ``np.random.default_rng(seed).permutation(n)[n - n_heldout:]``) is held out;
+        The sample's rows are shuffled (``np.random.default_rng(seed).shuffle``) and the last
+        ``heldout_fraction`` of them (at most 50,000 rows) are held out;
         faiss k-means runs on the rest and its centroids are L2-normalised. The coordinates of
         the held-out vectors' residuals give the buckets (:func:`residual_buckets`: the
         reference's quantiles, refined into a least-squares quantiser) and ``avg_residual``.
@@ -290,9 +319,11 @@ class ResidualCodec:
             n_centroids: number of centroids; defaults to ``default_num_centroids(n)``.
                 Clamped to the number of training rows.
             heldout_fraction: fraction of rows held out for the residual statistics, in [0, 1).
-            kmeans_iters: k-means iterations (``Index`` passes 4 on a sample of 8 points per
+            kmeans_iters: k-means iterations (``Index`` passes 2 on a sample of 32 points per
                 centroid: see ``jacolbert_core.index.index.KMEANS_ITERS``).
             seed: seed for the shuffle and faiss k-means; training is deterministic given it.
+            overwrite: shuffle a float32 C-contiguous ``sample`` in place instead of a copy
+                (``Index`` passes its own sample: 128 MiB less at 8192 centroids).
         """
         nbits = _check_nbits(nbits)
         x = _as_vectors(sample, name="sample")
@@ -312,7 +343,9 @@ class ResidualCodec:
         n_heldout = min(int(heldout_fraction * n), _MAX_HELDOUT)
         if n_heldout < _MIN_HELDOUT:
             n_heldout = 0
-        x = x[np.random.default_rng(seed).permutation(n)]
+        if not overwrite and np.shares_memory(x, sample):
+            x = x.copy()
+        np.random.default_rng(seed).shuffle(x)
         train_x, heldout = x[: n - n_heldout], x[n - n_heldout :]
         k = default_num_centroids(n) if n_centroids is None else int(n_centroids)
         k = min(k, len(train_x))

@@ -42,17 +42,18 @@ STORE_FILE = "store.sqlite3"
 SEGMENTS_DIR = "segments"
 COMPRESS_CHUNK = 1 << 16
 # Codec training (``Index._train_codec``): spherical faiss k-means with the design's centroid
-# count on ``min(n, max(KMEANS_MIN_SAMPLE, KMEANS_POINTS_PER_CENTROID * centroids))`` sampled
+# count on ``min(n, KMEANS_POINTS_PER_CENTROID * centroids)`` sampled
 # vectors, KMEANS_ITERS iterations (colbert-ai runs 4 on up to 256 points per centroid). Each
-# iteration costs one sample x centroids GEMM, so 8 points x 4 iterations is 20x less work than
-# the former 32 x 20. On the 5000-passage bench (700k vectors, 8192 centroids, nbits=2) the
-# k-means went from ~280 to ~13 s of CPU time with the same search quality: agreement@10 with
-# exact MaxSim at default search settings 0.930 (trained checkpoint; 0.928 with 32 x 20,
-# colbert-ai 0.930) and 16 x 4 gave 0.922, 8 x 10 gave 0.930: differences within the noise of
-# 100 queries. The sample is also the memory bound of training (65536 x 128 float32 = 32 MiB).
-KMEANS_POINTS_PER_CENTROID = 8
-KMEANS_MIN_SAMPLE = 20_000
-KMEANS_ITERS = 4
+# iteration costs one sample x centroids GEMM. Measured on the 5000-passage bench (700k
+# vectors, 8192 centroids, nbits=2, 400 queries, agreement@10 of default search with exact
+# MaxSim, three codec seeds): the sample size matters more than the iterations, above all
+# for peaked scores, whose frequent tokens 8 points per centroid split badly (peaked
+# checkpoint: 8 x 4 -> 0.898-0.945 by seed, 16 x 4 -> 0.912-0.944, 32 x 4 -> 0.943-0.948,
+# 32 x 2 -> 0.940-0.946, all rows x 4 -> 0.935 on one seed; colbert-ai's index 0.937). 32 x 2
+# costs what 16 x 4 does (~10 s of k-means here, +6 s over 8 x 4). The sample is also the
+# memory bound of training (262144 x 128 float32 = 128 MiB).
+KMEANS_POINTS_PER_CENTROID = 32
+KMEANS_ITERS = 2
 RETRAIN_GROWTH = 4  # retrain the codec once the collection is this many times its training set
 RETRAIN_BELOW = 1 << 18  # ...unless the codec was trained on at least this many vectors
 
@@ -517,7 +518,7 @@ class Index:
         """Fit the codec on a seeded sample of ``vectors`` (the float16 spill) and save it.
 
         Only the sample is read into memory (float32, at most ``KMEANS_POINTS_PER_CENTROID``
-        rows per centroid: 32 MiB for 8192 centroids of dim 128), never the collection."""
+        rows per centroid: 128 MiB for 8192 centroids of dim 128), never the collection."""
         n_centroids = default_num_centroids(len(vectors))
         sample = kmeans_sample(len(vectors), n_centroids, generation)
         rows = np.empty((len(sample), vectors.shape[1]), dtype=np.float32)
@@ -536,6 +537,7 @@ class Index:
             nbits,
             n_centroids,
             kmeans_iters=KMEANS_ITERS,
+            overwrite=True,
         )
         name = f"codec-{generation:06d}"
         codec.save(self.path / name)
@@ -607,7 +609,7 @@ class Index:
                     )
                 else:
                     if scores_cq is None:
-                        scores_cq = centroid_scores(snap.codec, query)
+                        scores_cq = centroid_scores(snap.codec, query, params.ncells)
                     local, found = search_segment(
                         snap.codec, segment, query, scores_cq, k, params, mask, use_vectors
                     )
@@ -623,10 +625,10 @@ class Index:
 
 
 def kmeans_sample(n_vectors: int, n_centroids: int, seed: int) -> np.ndarray:
-    """Sorted row ids of the codec's training sample: ``min(n, max(KMEANS_MIN_SAMPLE,
-    KMEANS_POINTS_PER_CENTROID * n_centroids))`` distinct rows drawn with ``seed``
+    """Sorted row ids of the codec's training sample: ``min(n, KMEANS_POINTS_PER_CENTROID *
+    n_centroids)`` distinct rows drawn with ``seed``
     (deterministic: the same collection and generation give the same codec)."""
-    n_sample = min(n_vectors, max(KMEANS_MIN_SAMPLE, KMEANS_POINTS_PER_CENTROID * n_centroids))
+    n_sample = min(n_vectors, KMEANS_POINTS_PER_CENTROID * n_centroids)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_vectors, size=n_sample, replace=False))
 

@@ -174,7 +174,9 @@ def test_train_shapes_and_statistics(codecs: dict[int, ResidualCodec], nbits: in
 
 def test_train_statistics_come_from_the_heldout_residuals(sample: np.ndarray) -> None:
     codec = ResidualCodec.train(sample, nbits=2, n_centroids=64, heldout_fraction=0.1, seed=3)
-    heldout = sample[np.random.default_rng(3).permutation(len(sample))[-600:]]
+    shuffled = sample.copy()
+    np.random.default_rng(3).shuffle(shuffled)
+    heldout = shuffled[-600:]
     residuals = heldout - codec.centroids[codec.assign(heldout)]
     cutoffs, weights = residual_buckets(residuals, 2)
     np.testing.assert_array_equal(codec.bucket_cutoffs, cutoffs)
@@ -198,7 +200,7 @@ def test_residual_buckets_are_the_least_squares_quantiser(
 ) -> None:
     half = np.random.default_rng(0).standard_normal(200_000)
     values = np.concatenate([half, -half])  # symmetric, as the normal distribution
-    got_cutoffs, got_weights = residual_buckets(values, nbits)
+    got_cutoffs, got_weights = residual_buckets(values, nbits, rounds=None)  # converged
     np.testing.assert_allclose(got_cutoffs, cutoffs, atol=0.01)
     np.testing.assert_allclose(got_weights, weights, atol=0.01)
 
@@ -207,7 +209,7 @@ def test_residual_buckets_are_the_least_squares_quantiser(
 def test_residual_buckets_fixed_point_and_error(nbits: int) -> None:
     # peaked at zero with long tails, like residual coordinates
     values = np.random.default_rng(nbits).laplace(0.0, 0.01, 100_000).astype(np.float32)
-    cutoffs, weights = residual_buckets(values, nbits)
+    cutoffs, weights = residual_buckets(values, nbits, rounds=None)
     assert cutoffs.dtype == weights.dtype == np.float32
     merged = np.empty(2 * len(weights) - 1)
     merged[0::2], merged[1::2] = weights, cutoffs
@@ -226,12 +228,41 @@ def test_residual_buckets_fixed_point_and_error(nbits: int) -> None:
     assert _bucket_mse(values, cutoffs, weights) < 0.95 * quantile_mse
 
 
+@pytest.mark.parametrize("nbits", NBITS)
+def test_residual_buckets_rounds_refine_the_quantile_buckets(nbits: int) -> None:
+    values = np.random.default_rng(nbits).laplace(0.0, 0.01, 100_000).astype(np.float32)
+    n_buckets = 1 << nbits
+    levels = np.arange(n_buckets) / n_buckets
+    start = residual_buckets(values, nbits, rounds=0)  # the reference's rule
+    np.testing.assert_allclose(start[0], np.quantile(values, levels[1:]), rtol=1e-6)
+    np.testing.assert_allclose(start[1], np.quantile(values, levels + 0.5 / n_buckets), rtol=1e-6)
+    errors = [
+        _bucket_mse(values, *residual_buckets(values, nbits, rounds)) for rounds in (0, 1, 2, None)
+    ]
+    assert all(b <= a * (1 + 1e-6) for a, b in zip(errors, errors[1:], strict=False))
+    default = residual_buckets(values, nbits)  # RESIDUAL_BUCKET_ROUNDS rounds
+    np.testing.assert_array_equal(default[0], residual_buckets(values, nbits, rounds=3)[0])
+    assert errors[-1] < _bucket_mse(values, *default) < errors[0]
+
+
 def test_residual_buckets_degenerate_inputs() -> None:
     cutoffs, weights = residual_buckets(np.zeros((5, 8)), 2)  # every vector is a centroid
     np.testing.assert_array_equal(cutoffs, 0.0)
     np.testing.assert_array_equal(weights, 0.0)
     with pytest.raises(ValueError, match="empty"):
         residual_buckets(np.zeros((0, 8)), 2)
+
+
+def test_train_leaves_the_sample_alone_unless_overwrite(sample: np.ndarray) -> None:
+    before = sample.copy()
+    kept = ResidualCodec.train(sample, nbits=2, n_centroids=32, seed=5)
+    np.testing.assert_array_equal(sample, before)
+    mine = sample.copy()
+    shuffled = ResidualCodec.train(mine, nbits=2, n_centroids=32, seed=5, overwrite=True)
+    assert not np.array_equal(mine, before)  # shuffled in place: the same rows, reordered
+    np.testing.assert_array_equal(np.sort(mine, axis=0), np.sort(before, axis=0))
+    np.testing.assert_array_equal(kept.centroids, shuffled.centroids)
+    np.testing.assert_array_equal(kept.bucket_weights, shuffled.bucket_weights)
 
 
 def test_train_is_deterministic_given_seed(sample: np.ndarray) -> None:

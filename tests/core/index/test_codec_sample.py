@@ -16,14 +16,14 @@ from jacolbert_core.index.index import kmeans_sample
     [
         (10, 10),  # tiny: every vector
         (20_000, 20_000),
-        (50_000, 20_000),  # KMEANS_MIN_SAMPLE floor
-        (700_378, 8 * 8192),  # the 5000-passage bench: 8 points per centroid
-        (10_000_000, 8 * 32768),
+        (50_000, 50_000),  # fewer than 32 per centroid (2048 centroids): every vector
+        (700_378, 32 * 8192),  # the 5000-passage bench: 32 points per centroid
+        (10_000_000, 32 * 32768),
     ],
 )
 def test_sample_size(n: int, expected: int) -> None:
     k = default_num_centroids(n)
-    assert index_module.KMEANS_POINTS_PER_CENTROID == 8
+    assert index_module.KMEANS_POINTS_PER_CENTROID == 32
     assert len(kmeans_sample(n, k, seed=1)) == expected
 
 
@@ -72,15 +72,15 @@ def test_training_reads_exactly_the_sample_window_by_window(make_index, monkeypa
 
     def capture(self, vectors, nbits, generation):
         seen["expected"] = np.asarray(
-            vectors[kmeans_sample(len(vectors), default_num_centroids(len(vectors)), generation)],
+            vectors[kmeans_sample(len(vectors), index_module.default_num_centroids(0), generation)],
             dtype=np.float32,
         )
         return real_train(self, vectors, nbits, generation)
 
     # a sparse sample (10 rows) over many spill windows of 5 rows: most windows hold none
     monkeypatch.setattr(index_module, "COMPRESS_CHUNK", 5)
-    monkeypatch.setattr(index_module, "KMEANS_MIN_SAMPLE", 10)
-    monkeypatch.setattr(index_module, "KMEANS_POINTS_PER_CENTROID", 0)
+    monkeypatch.setattr(index_module, "default_num_centroids", lambda n: 10)
+    monkeypatch.setattr(index_module, "KMEANS_POINTS_PER_CENTROID", 1)
     monkeypatch.setattr(codec_module.ResidualCodec, "train", staticmethod(spy))
     monkeypatch.setattr(index_module.Index, "_train_codec", capture)
     make_index(n=12)

@@ -85,15 +85,15 @@ def test_centroid_scores_only_when_plaid_runs(make_index, queries, corpus, monke
     calls = []
     original = index_module.centroid_scores
 
-    def counting(codec, query):
-        calls.append(1)
-        return original(codec, query)
+    def counting(codec, query, ncells):
+        calls.append(ncells)
+        return original(codec, query, ncells)
 
     monkeypatch.setattr(index_module, "centroid_scores", counting)
     assert index.search(queries[0]["query"], k=5, exact=True)
     assert calls == []  # exhaustive scoring needs no centroid scores
     assert index.search(queries[0]["query"], k=5, exact=False)
-    assert calls == [1]  # computed once per query, whatever the number of segments
+    assert calls == [1]  # once per query, whatever the number of segments; k=5: ncells=1
 
 
 def test_plaid_without_pruning_equals_exact(make_index, queries):

@@ -334,16 +334,47 @@ def test_centroid_scores(data, codec, monkeypatch, int8) -> None:
         np.testing.assert_allclose(scores_cq, exact, rtol=1e-5, atol=1e-6)
         return
     # the int8 product: exact on the quantised rows, within quantisation error of float32
-    (c8, c_scale), (q8, q_scale) = codec.centroids_int8, quantise_rows(torch.from_numpy(query))
+    (c8, c_scale, *_), (q8, q_scale) = codec.centroids_int8, quantise_rows(torch.from_numpy(query))
     c_scale, q_scale = c_scale.numpy().astype(np.float64), q_scale.numpy().astype(np.float64)
     quantised = (c8.numpy().astype(np.int64) @ q8.numpy().astype(np.int64).T).astype(np.float64)
-    np.testing.assert_allclose(scores_cq, quantised * c_scale[:, None] * q_scale, rtol=1e-6)
+    approx = quantised * c_scale[:, None] * q_scale
+    # ... but for the entries that may be a column's best (ncells=1), recomputed in float32
+    rescored = ~np.isclose(scores_cq, approx, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(scores_cq[rescored], exact[rescored], rtol=1e-5, atol=1e-6)
+    best = scores_cq.argmax(axis=0)
+    assert rescored[best, np.arange(5)].all() and not rescored.all()
     # |q.c - q'.c'| <= |q|_1 |c - c'|_inf + |c|_1 |q - q'|_inf + D |c - c'|_inf |q - q'|_inf
     q_l1, c_l1 = np.abs(query).sum(axis=1), np.abs(codec.centroids).sum(axis=1)[:, None]
     bound = 0.5 * c_scale[:, None] * q_l1 + 0.5 * q_scale * c_l1
     bound += 0.25 * codec.dim * c_scale[:, None] * q_scale
     assert np.all(np.abs(scores_cq - exact) <= bound + 1e-6)
     assert np.abs(scores_cq - exact).max() < 1e-2
+
+
+@pytest.mark.parametrize("ncells", [1, 2, 5])
+def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, ncells) -> None:
+    # near-duplicate centroids (as k-means leaves for frequent tokens) score within int8's
+    # error of each other: the int8 product alone would often probe the wrong twin
+    rng = np.random.default_rng(ncells)
+    base = unit_rows(rng.standard_normal((40, DIM)).astype(np.float32))
+    twins = unit_rows(np.repeat(base, 4, axis=0) + 1e-3 * rng.standard_normal((160, DIM)))
+    near = dataclasses.replace(codec, centroids=twins)
+    query = unit_rows(base[rng.integers(0, 40, 24)] + 3e-2 * rng.standard_normal((24, DIM)))
+    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", False)
+    exact = plaid.centroid_scores(near, query)
+    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", True)
+    scores = plaid.centroid_scores(near, query, ncells)
+    for column in range(len(query)):  # the n best, up to float32 rounding
+        best = np.sort(exact[:, column])[::-1][:ncells]
+        picked = np.argsort(-scores[:, column])[:ncells]
+        np.testing.assert_allclose(np.sort(exact[picked, column])[::-1], best, atol=1e-6)
+    # the rest keeps its int8 approximation (within quantisation error)
+    assert np.abs(scores - exact).max() < 1e-2
+    c8, c_scale, *_ = near.centroids_int8
+    (q8, q_scale) = quantise_rows(torch.from_numpy(query))
+    approx = (c8.long() @ q8.long().T).double().numpy()
+    approx *= c_scale.numpy()[:, None] * q_scale.numpy()
+    assert np.mean(np.isclose(scores, approx, rtol=1e-6, atol=0)) > 0.5
 
 
 def test_quantise_rows() -> None:

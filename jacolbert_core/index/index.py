@@ -42,14 +42,14 @@ STORE_FILE = "store.sqlite3"
 SEGMENTS_DIR = "segments"
 COMPRESS_CHUNK = 1 << 16
 # Codec training (``Index._train_codec``): spherical faiss k-means with the design's centroid
-# count on ``min(n, KMEANS_POINTS_PER_CENTROID * centroids)`` sampled
-# vectors, KMEANS_ITERS iterations (colbert-ai runs 4 on up to 256 points per centroid). Each
-# iteration costs one sample x centroids GEMM. Measured on the 5000-passage bench (700k
-# vectors, 8192 centroids, nbits=2, 400 queries, agreement@10 of default search with exact
-# MaxSim, three codec seeds): the sample size matters more than the iterations, above all
-# for peaked scores, whose frequent tokens 8 points per centroid split badly (peaked
-# checkpoint: 8 x 4 -> 0.898-0.945 by seed, 16 x 4 -> 0.912-0.944, 32 x 4 -> 0.943-0.948,
-# 32 x 2 -> 0.940-0.946, all rows x 4 -> 0.935 on one seed; colbert-ai's index 0.937). 32 x 2
+# count on ``min(n, KMEANS_POINTS_PER_CENTROID * centroids)`` sampled vectors, KMEANS_ITERS
+# iterations (colbert-ai runs 4 on up to 256 points per centroid). Each iteration costs one
+# sample x centroids GEMM. Measured on the 5000-passage bench (700k vectors, 8192 centroids,
+# nbits=2, 3 bucket rounds, 400 queries, agreement@10 of default search with exact MaxSim,
+# three codec seeds): the sample size matters more than the iterations, above all for peaked
+# scores, whose frequent tokens a small sample splits badly (peaked checkpoint: 8 x 4 ->
+# 0.898-0.945 by seed, 16 x 4 -> 0.912-0.944, 32 x 4 -> 0.943-0.948, 32 x 2 -> 0.940-0.946;
+# colbert-ai's own index 0.937; random checkpoint 32 x 2: 0.407, colbert-ai 0.351). 32 x 2
 # costs what 16 x 4 does (~10 s of k-means here, +6 s over 8 x 4). The sample is also the
 # memory bound of training (262144 x 128 float32 = 128 MiB).
 KMEANS_POINTS_PER_CENTROID = 32

@@ -111,6 +111,10 @@ def residual_buckets(
     default. The bit layout is unchanged: only ``bucket_cutoffs`` and ``bucket_weights`` do.
     """
     n_buckets = 1 << _check_nbits(nbits)
+    if rounds is not None and (
+        isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0
+    ):
+        raise ValueError(f"rounds must be None or an integer >= 0, got {rounds!r}")
     values = np.sort(np.asarray(residuals, dtype=np.float64).ravel())
     if not len(values):
         raise ValueError("cannot fit residual buckets on an empty array")

@@ -251,6 +251,8 @@ def test_residual_buckets_degenerate_inputs() -> None:
     np.testing.assert_array_equal(weights, 0.0)
     with pytest.raises(ValueError, match="empty"):
         residual_buckets(np.zeros((0, 8)), 2)
+    with pytest.raises(ValueError, match="rounds"):
+        residual_buckets(np.ones(8), 2, rounds=-1)
 
 
 def test_train_leaves_the_sample_alone_unless_overwrite(sample: np.ndarray) -> None:

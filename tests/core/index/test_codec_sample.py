@@ -72,7 +72,11 @@ def test_training_reads_exactly_the_sample_window_by_window(make_index, monkeypa
 
     def capture(self, vectors, nbits, generation):
         seen["expected"] = np.asarray(
-            vectors[kmeans_sample(len(vectors), index_module.default_num_centroids(0), generation)],
+            vectors[
+                kmeans_sample(
+                    len(vectors), index_module.default_num_centroids(len(vectors)), generation
+                )
+            ],
             dtype=np.float32,
         )
         return real_train(self, vectors, nbits, generation)

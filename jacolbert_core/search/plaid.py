@@ -469,10 +469,14 @@ def _approximate(
     for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         block = lengths[lo:hi]
         codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))
-        owners = np.repeat(np.arange(hi - lo, dtype=np.int64), block)
-        if kept_centroids is not None:
-            kept = np.take(kept_centroids, codes)  # a few % to most of the tokens
-            codes, owners = codes[kept], owners[kept]
+        if kept_centroids is None:
+            owners = np.repeat(np.arange(hi - lo, dtype=np.int64), block)
+        else:
+            # a few % to most of the tokens; their owners found by bisection, not by
+            # filtering an owner per token (half of stage 2's time at 100k passages)
+            kept = np.flatnonzero(np.take(kept_centroids, codes))
+            codes = codes.take(kept)
+            owners = np.searchsorted(np.cumsum(block), kept, side="right")
         rows = partial(_centroid_rows, scores, torch.from_numpy(codes.astype(np.int64)))
         out[lo:hi] = _sum_of_max(rows, owners, hi - lo, scores.shape[1], scores.shape[1])
     return out

@@ -503,3 +503,20 @@ def test_constructor_rejects_unsorted_cutoffs() -> None:
         ResidualCodec(
             np.eye(2, 8, dtype=np.float32), [0.1, 0.0, 0.2], np.zeros(4), np.zeros(8), nbits=2
         )
+
+
+def test_centroids_int8_block_by_block(codecs: dict[int, ResidualCodec], monkeypatch) -> None:
+    import torch
+
+    from jacolbert_core.index.codec import quantise_rows
+
+    codec = dataclasses.replace(codecs[2])  # a fresh codec: centroids_int8 is cached
+    monkeypatch.setattr(codec_module, "_INT8_BLOCK", 7)  # blocks, and a short last one
+    assert codec.num_centroids % 7
+    codes, scale, max_error, max_norm = codec.centroids_int8
+    centroids = torch.from_numpy(codec.centroids)
+    whole_codes, whole_scale = quantise_rows(centroids)
+    assert torch.equal(codes, whole_codes) and torch.equal(scale, whole_scale)
+    error = torch.linalg.vector_norm(centroids - whole_codes * whole_scale[:, None], dim=1)
+    assert max_error == pytest.approx(float(error.max()), rel=1e-6) and max_error > 0
+    assert max_norm == pytest.approx(float(torch.linalg.vector_norm(centroids, dim=1).max()))

@@ -467,13 +467,20 @@ class ResidualCodec:
             raise ValueError(f"codes must be integers, got dtype {codes_arr.dtype}")
         if len(codes_arr) and (codes_arr.min() < 0 or codes_arr.max() >= self.num_centroids):
             raise ValueError(f"codes must lie in [0, {self.num_centroids}), got out-of-range ids")
-        n = len(packed)
-        out = self.decompress_residuals(packed)  # numpy's byte-table gather: 2x torch's
+        return self.decompress_unchecked(codes_arr, packed)
+
+    def decompress_unchecked(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """:meth:`decompress` without its argument checks, for rows read from a segment of
+        this codec (integer ``codes [n]``, uint8 ``residuals [n, bytes_per_vector]``); an
+        out-of-range code still raises (torch's gather checks it). Search decompresses a few
+        thousand rows a query in steps of ~1k, where the checks cost ~15% of the work."""
+        n = len(residuals)
+        out = np.take(self._byte_table, residuals, axis=0).reshape(n, self.dim)
         result, centroids = torch.from_numpy(out), torch.from_numpy(self.centroids)
-        for start in range(0, n, _COMPRESS_CHUNK):
+        for start in range(0, n, _COMPRESS_CHUNK):  # numpy's byte-table gather: 2x torch's
             stop = min(start + _COMPRESS_CHUNK, n)
             block = result[start:stop]
-            block += centroids.index_select(0, torch.from_numpy(codes_arr[start:stop]).long())
+            block += centroids.index_select(0, torch.from_numpy(codes[start:stop]).long())
             block /= torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)
         return out
 

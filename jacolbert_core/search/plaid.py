@@ -532,7 +532,7 @@ def _decompressed_rows(
     b: int,
 ) -> torch.Tensor:
     """Exact token scores of rows ``a:b``, decompressed, against ``query_t [D, q]``."""
-    return torch.from_numpy(codec.decompress(codes[a:b], residuals[a:b])) @ query_t
+    return torch.from_numpy(codec.decompress_unchecked(codes[a:b], residuals[a:b])) @ query_t
 
 
 def _sum_of_max(

@@ -520,3 +520,18 @@ def test_centroids_int8_block_by_block(codecs: dict[int, ResidualCodec], monkeyp
     error = torch.linalg.vector_norm(centroids - whole_codes * whole_scale[:, None], dim=1)
     assert max_error == pytest.approx(float(error.max()), rel=1e-6) and max_error > 0
     assert max_norm == pytest.approx(float(torch.linalg.vector_norm(centroids, dim=1).max()))
+
+
+def test_decompress_unchecked_equals_decompress(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray
+) -> None:
+    codec = codecs[2]
+    codes, packed = codec.compress(queries)
+    small = codes.astype(np.uint16)  # the dtype segments store
+    np.testing.assert_array_equal(
+        codec.decompress_unchecked(small, packed), codec.decompress(codes, packed)
+    )
+    bad = codes.copy()
+    bad[3] = codec.num_centroids
+    with pytest.raises(IndexError):  # unchecked, but not unsafe
+        codec.decompress_unchecked(bad, packed)

@@ -60,6 +60,36 @@ def test_release_pages_keeps_the_data(tmp_path) -> None:
     index_module.release_pages(data)  # in-memory arrays: no-op
 
 
+def _rss_anon_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no RssAnon in /proc/self/status")
+
+
+@pytest.mark.skipif(
+    getattr(index_module._libc(), "malloc_trim", None) is None, reason="needs glibc"
+)
+def test_release_heap_returns_fragmented_free_memory() -> None:
+    # 64 KiB blocks come from glibc's heap (below its mmap threshold); keeping every 16th
+    # alive pins the heap's top, so free() alone gives nothing back
+    blocks = [np.ones(1 << 13) for _ in range(3200)]  # 200 MiB
+    kept = blocks[::16]
+    del blocks
+    before = _rss_anon_mb()
+    index_module.release_heap()
+    assert before - _rss_anon_mb() > 100
+    assert all(float(block[-1]) == 1.0 for block in kept)  # live blocks are untouched
+
+
+def test_add_releases_the_heap_after_encoding(make_index, monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr(index_module, "release_heap", lambda: calls.append(1))
+    make_index(n=12)
+    assert calls == [1]
+
+
 def test_training_reads_exactly_the_sample_window_by_window(make_index, monkeypatch) -> None:
     seen = {}
     original = codec_module.ResidualCodec.train

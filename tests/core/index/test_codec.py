@@ -535,3 +535,11 @@ def test_decompress_unchecked_equals_decompress(
     bad[3] = codec.num_centroids
     with pytest.raises(IndexError):  # unchecked, but not unsafe
         codec.decompress_unchecked(bad, packed)
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]])
+def test_train_rejects_non_finite_samples(sample: np.ndarray, bad: list[float]) -> None:
+    broken = sample[:200].copy()
+    broken[7, : len(bad)] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        ResidualCodec.train(broken, 2, 8)

@@ -448,7 +448,8 @@ class _CModel:
 
     Every :class:`_CTagger` shares it. A tagger of its own per thread (``mecab_new``) maps
     the dictionaries once per thread, and the pages each thread touches count once per
-    mapping in the process's RSS: +90 MB at 2 threads while 5k passages are tokenized."""
+    mapping in the process's RSS: 196 MB of dictionary pages against 84 MB shared, with 2
+    threads tokenizing 5k passages."""
 
     def __init__(self, lib: ctypes.CDLL, args: list[bytes]) -> None:
         self.lib = lib

@@ -4,8 +4,8 @@
         [--params 2,0.45,1024 ...] [--reference-python /root/venvs/colbert/bin/python]
 
 Reports, for nbits 2, 1 and 4, at the default parameters for k=10 and at the high-recall
-preset: p50/p95 wall-clock latency and p50 process CPU time of ``centroid_scores`` +
-``search_segment`` (query encoding excluded), the median number of stage-1 candidates,
+preset: p50/p95 wall-clock latency and p50 process CPU time of ``probe`` + ``search_segment``
+(query encoding excluded), the median number of stage-1 candidates,
 agreement@10 (share of the exact top 10 found in the returned top 10) and recall of the exact
 top 10 within the top 100 (a k=100 search with that k's parameters), both against exhaustive
 exact MaxSim over the ORIGINAL float32 vectors, and the compressed ceiling (the top 10 by exact
@@ -352,19 +352,19 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
     for _ in range(args.repeats):
         for query in queries:
             start, start_cpu = time.perf_counter(), time.process_time()
-            scores_cq = plaid.centroid_scores(codec, query, p10.ncells)
-            plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
+            probed = plaid.probe(codec, query, p10.ncells)
+            plaid.search_segment(codec, segment, query, probed, 10, p10)
             times.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
     for qi, query in enumerate(queries):
-        scores_cq = plaid.centroid_scores(codec, query, p10.ncells)
-        pids, _ = plaid.search_segment(codec, segment, query, scores_cq, 10, p10)
-        n_cands.append(len(plaid.candidates(segment, scores_cq, p10.ncells)))
+        probed = plaid.probe(codec, query, p10.ncells)
+        pids, _ = plaid.search_segment(codec, segment, query, probed, 10, p10)
+        n_cands.append(len(plaid.candidates(segment, probed.cells)))
         agree.append(overlap(pids, truth[qi][:10]))
         top10.append(pids.tolist())
         if p100 is not None:
-            scores100 = plaid.centroid_scores(codec, query, p100.ncells)
-            pids100, _ = plaid.search_segment(codec, segment, query, scores100, 100, p100)
+            probed100 = plaid.probe(codec, query, p100.ncells)
+            pids100, _ = plaid.search_segment(codec, segment, query, probed100, 100, p100)
             recall.append(overlap(pids100, truth[qi][:10]))
     ms = np.asarray(times) * 1e3
     return {
@@ -412,8 +412,8 @@ def crossover(plaid, codec, segment, queries) -> None:
         t_ex, t_pl, agree = [], [], []
         for query in queries[:10]:
             start = time.process_time()
-            scores_cq = plaid.centroid_scores(codec, query)
-            found, _ = plaid.search_segment(codec, segment, query, scores_cq, 10, params, allowed)
+            probed = plaid.probe(codec, query, params.ncells)
+            found, _ = plaid.search_segment(codec, segment, query, probed, 10, params, allowed)
             t_pl.append(time.process_time() - start)
             start = time.process_time()
             exact, _ = plaid.exhaustive_search(codec, segment, query, 10, allowed)

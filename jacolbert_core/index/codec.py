@@ -141,7 +141,7 @@ def residual_buckets(
 
 class Int8Centroids(NamedTuple):
     """The centroids quantised to int8 row by row (:func:`quantise_rows`), with the two
-    maxima that bound the error of a product with them (``plaid.centroid_scores``)."""
+    maxima that bound the error of a product with them (``plaid.probe``)."""
 
     codes: torch.Tensor  # [C, D] int8: centroids ~= codes * scale[:, None]
     scale: torch.Tensor  # [C] float32
@@ -278,7 +278,7 @@ class ResidualCodec:
     @cached_property
     def centroids_int8(self) -> Int8Centroids:
         """The centroids quantised to int8, row by row, made on first use and kept: the
-        operand of the int8 centroid product in search (``plaid.centroid_scores``).
+        operand of the int8 centroid product in search (``plaid.probe``).
 
         Made block by block: whole-matrix float temporaries (4 of them, each 4x the int8
         codes) stayed in glibc's heap after the first query, +11 MB of resident memory at

@@ -33,9 +33,9 @@ from jacolbert_core.index.store import PassageRow, Store
 from jacolbert_core.model.colbert import ColBERT
 from jacolbert_core.search.plaid import (
     SearchParams,
-    centroid_scores,
     choose_exhaustive,
     exhaustive_search,
+    probe,
     search_segment,
 )
 from jacolbert_core.text.chunking import ChunkingConfig, chunk_text
@@ -597,7 +597,7 @@ class Index:
         use_vectors = snap.manifest.keep_vectors
         results = []
         for query in self.model.encode_queries(queries):
-            scores_cq = None  # computed for the first segment that PLAID searches, if any
+            probed = None  # computed for the first segment that PLAID searches, if any
             pids, scores = [], []
             for segment, mask in zip(snap.segments, masks, strict=True):
                 n_allowed = int(mask.sum())
@@ -611,10 +611,10 @@ class Index:
                         snap.codec, segment, query, k, mask, use_vectors
                     )
                 else:
-                    if scores_cq is None:
-                        scores_cq = centroid_scores(snap.codec, query, params.ncells)
+                    if probed is None:
+                        probed = probe(snap.codec, query, params.ncells)
                     local, found = search_segment(
-                        snap.codec, segment, query, scores_cq, k, params, mask, use_vectors
+                        snap.codec, segment, query, probed, k, params, mask, use_vectors
                     )
                 pids.append(np.asarray(local, dtype=np.int64) + segment.pid_base)
                 scores.append(np.asarray(found, dtype=np.float32))

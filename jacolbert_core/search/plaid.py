@@ -1,13 +1,14 @@
 """PLAID search over ONE index segment, given encoded query vectors.
 
-The index calls :func:`centroid_scores` once per query (the centroids are shared by every
-segment), then :func:`search_segment` (or :func:`exhaustive_search`, see
-:func:`choose_exhaustive`) per segment, and merges the per-segment top-k lists.
+The index calls :func:`probe` once per query (the centroids are shared by every segment),
+then :func:`search_segment` (or :func:`exhaustive_search`, see :func:`choose_exhaustive`) per
+segment, and merges the per-segment top-k lists.
 
 PLAID (Santhanam et al., 2022) in four stages, each exposed as a function of its own:
 
-1. :func:`candidates` - the union of the ``ncells`` best centroids of every query vector
-   (:func:`probe_cells`) gives, through the segment's inverted file, the candidate passages.
+1. :func:`probe` - the centroid scores and the union of the ``ncells`` best centroids of every
+   query vector (:func:`probe_cells`); :func:`candidates` - the passages that the segment's
+   inverted file lists under those cells.
 2. :func:`approximate_scores` with a threshold - each candidate is scored from centroid scores
    alone (every token stands in for its centroid), ignoring tokens whose centroid scores below
    ``centroid_score_threshold`` against every query vector; the best ``ndocs`` survive.
@@ -44,6 +45,7 @@ from jacolbert_core.index.segment import Segment, ranges
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
     "INT8_CENTROID_SCORES",
+    "Probe",
     "SearchParams",
     "approximate_scores",
     "candidates",
@@ -51,6 +53,7 @@ __all__ = [
     "choose_exhaustive",
     "exact_scores",
     "exhaustive_search",
+    "probe",
     "probe_cells",
     "search_segment",
 ]
@@ -90,7 +93,7 @@ def _fast_int8_product() -> bool:
     return hasattr(torch, "_int_mm") and bool(vnni())
 
 
-# centroid_scores multiplies in int8 when this is true (decided once, at import).
+# probe multiplies in int8 when this is true (decided once, at import).
 INT8_CENTROID_SCORES = _fast_int8_product()
 
 
@@ -167,10 +170,25 @@ class SearchParams:
 # ---------------------------------------------------------------------- public entry points
 
 
-def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> np.ndarray:
-    """``codec.centroids @ query.T``: float32 ``[C, q]``, C-contiguous. Compute it once per
-    query and pass it to the search of every segment (they share the codec); ``ncells`` is
-    the search's (:class:`SearchParams`).
+@dataclass(frozen=True)
+class Probe:
+    """Stage 1 of one query up to the inverted files: what :func:`probe` computes once and every
+    segment's search reads (the segments share the codec).
+
+    Attributes:
+        scores: float32 ``[C, q]`` centroid scores, C-contiguous (see :func:`probe`).
+        cells: int64 sorted unique ids of the ``ncells`` best centroids of each query vector.
+        ncells: the centroids probed per query vector (:attr:`SearchParams.ncells`).
+    """
+
+    scores: np.ndarray
+    cells: np.ndarray
+    ncells: int
+
+
+def probe(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> Probe:
+    """Centroid scores ``codec.centroids @ query.T`` and the probed cells of one query; compute
+    it once per query and pass it to the search of every segment.
 
     Where the CPU has int8 dot-product instructions (:data:`INT8_CENTROID_SCORES`) centroids
     and query vectors are quantised to int8 row by row (:func:`quantise_rows`), multiplied
@@ -178,17 +196,21 @@ def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) ->
     passages, 34k centroids, 2 cores: 3.6 -> 1.0 ms per query). Those scores differ from
     float32 ones by ~6e-4 on average, at most ~4e-3 (unit vectors, D=128), so every score
     that may be among its query vector's ``ncells`` best is recomputed in float32
-    (:func:`_rescore_best`): stage 1 probes the cells float32 scores pick (up to float32
-    rounding). That matters: k-means leaves near-duplicate centroids for frequent tokens,
-    closer than int8's error, and on a peaked checkpoint int8 probing alone kept 0.929 of the
-    exact top 10 where float32 kept 0.938 (5k passages, colbert-ai's index, 400 queries; this
-    0.938); int8 scores in stages 2 and 3 changed nothing. It costs ~0.3 ms at 34k centroids.
+    (:func:`_rescore_best`), and the cells are picked among those: stage 1 probes the cells
+    float32 scores pick (up to float32 rounding). That matters: k-means leaves near-duplicate
+    centroids for frequent tokens, closer than int8's error, and on a peaked checkpoint int8
+    probing alone kept 0.929 of the exact top 10 where float32 kept 0.938 (5k passages,
+    colbert-ai's index, 400 queries; this 0.938); int8 scores in stages 2 and 3 changed
+    nothing. It costs ~0.3 ms at 34k centroids, and picking the cells among the rescored
+    entries saves :func:`probe_cells` (~0.3 ms).
     """
     query = _check_query(codec, query)
     if isinstance(ncells, bool) or not isinstance(ncells, (int, np.integer)) or ncells < 1:
         raise ValueError(f"ncells must be an integer >= 1, got {ncells!r}")
+    ncells = int(ncells)
     if not INT8_CENTROID_SCORES:
-        return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy()
+        scores = (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy()
+        return Probe(scores, probe_cells(scores, ncells), ncells)
     centroids = codec.centroids_int8
     vectors, query_scale = quantise_rows(torch.from_numpy(query))
     product = torch._int_mm(centroids.codes, vectors.T.contiguous()).float()
@@ -198,15 +220,20 @@ def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) ->
     dequantised = (vectors * query_scale[:, None]).numpy()
     error = centroids.max_norm * np.linalg.norm(query - dequantised, axis=1)
     error += centroids.max_error * np.linalg.norm(dequantised, axis=1) + 1e-5
-    _rescore_best(scores, codec.centroids, query, error, ncells)
-    return scores
+    return Probe(scores, _rescore_best(scores, codec.centroids, query, error, ncells), ncells)
+
+
+def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> np.ndarray:
+    """``probe(codec, query, ncells).scores``: float32 ``[C, q]``, C-contiguous, exact in
+    float32 for every entry that may be among its column's ``ncells`` best (see :func:`probe`)."""
+    return probe(codec, query, ncells).scores
 
 
 def search_segment(
     codec: ResidualCodec,
     segment: Segment,
     query: np.ndarray,
-    scores_cq: np.ndarray,
+    probed: Probe,
     k: int,
     params: SearchParams,
     allowed: np.ndarray | None = None,
@@ -225,7 +252,7 @@ def search_segment(
         codec: the index codec (its centroids produced ``segment.codes``).
         segment: the segment to search.
         query: float ``[q, D]`` query vectors (``q >= 1``; a ``[D]`` vector is one row).
-        scores_cq: ``centroid_scores(codec, query)``, ``[C, q]``.
+        probed: ``probe(codec, query, params.ncells)``.
         k: results wanted (>= 1); fewer come back when fewer passages are reachable.
         params: PLAID knobs, e.g. ``SearchParams.for_k(k)``.
         allowed: optional bool mask over the segment's passages (tombstones and metadata
@@ -238,13 +265,22 @@ def search_segment(
         the lower passage number.
     """
     query = _check_query(codec, query)
-    scores_cq = _check_scores(scores_cq, codec.num_centroids, len(query))
     k = _check_k(k)
     if not isinstance(params, SearchParams):
         raise TypeError(f"params must be a SearchParams, got {type(params).__name__}")
+    if not isinstance(probed, Probe):
+        raise TypeError(
+            f"probed must be a Probe (use probe(codec, query, ncells)), got {type(probed).__name__}"
+        )
+    if probed.ncells != params.ncells:
+        raise ValueError(
+            f"probed has {probed.ncells} cells per query vector but params.ncells is "
+            f"{params.ncells}; use probe(codec, query, params.ncells)"
+        )
+    scores_cq = _check_scores(probed.scores, codec.num_centroids, len(query))
     allowed = _check_allowed(segment, allowed)
 
-    pids = candidates(segment, scores_cq, params.ncells, allowed)
+    pids = candidates(segment, probed.cells, allowed)
     offsets = segment.offsets
     keep = max(k, params.ndocs)
     if len(pids) > keep:  # otherwise stage 2 would keep every candidate
@@ -350,20 +386,20 @@ def probe_cells(scores_cq: np.ndarray, ncells: int) -> np.ndarray:
 
 def candidates(
     segment: Segment,
-    scores_cq: np.ndarray,
-    ncells: int,
+    cells: np.ndarray,
     allowed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Stage 1: sorted local passage numbers (int64) that the segment's IVF lists under the
-    probed cells (:func:`probe_cells`), restricted to ``allowed`` when given."""
-    scores_cq = _check_scores(scores_cq)
+    centroids ``cells`` (e.g. :attr:`Probe.cells`), restricted to ``allowed`` when given."""
     allowed = _check_allowed(segment, allowed)
-    if segment.n_centroids != scores_cq.shape[0]:
+    cells = np.asarray(cells)
+    if cells.ndim != 1 or (len(cells) and not np.issubdtype(cells.dtype, np.integer)):
+        raise ValueError(f"cells must be a 1-D integer array, got {cells.dtype} {cells.shape}")
+    if len(cells) and (cells.min() < 0 or cells.max() >= segment.n_centroids):
         raise ValueError(
-            f"the segment's IVF has {segment.n_centroids} centroids but scores_cq has "
-            f"{scores_cq.shape[0]}; was the segment built with this codec?"
+            f"cells must lie in [0, {segment.n_centroids}), the segment's IVF centroids; "
+            "was the segment built with this codec?"
         )
-    cells = probe_cells(scores_cq, ncells)
     entries = segment.ivf_passages(cells)
     hit = np.zeros(segment.n_passages, dtype=bool)
     hit[entries] = True
@@ -414,22 +450,24 @@ def _rescore_best(
     query: np.ndarray,
     error: np.ndarray,
     ncells: int,
-) -> None:
+) -> np.ndarray:
     """Recompute in float32, in place, every entry of ``scores [C, q]`` that may be among its
-    column's ``ncells`` best, given ``|scores - exact| <= error [q]`` column by column.
+    column's ``ncells`` best, given ``|scores - exact| <= error [q]`` column by column, and
+    return the probed cells (:func:`probe_cells` of the result).
 
     With ``a_n`` the column's n-th best approximate score, an entry of the exact top n has an
     approximate score >= ``a_n - 2 * error``; every other entry keeps a score below the
-    exact n-th, so the column's top n are then exactly those of float32 scores. ``a_n`` is
-    at least the n-th best of the column's block maxima (:func:`_block_maxima`), and only the
-    blocks whose maximum reaches that bound minus ``2 * error`` are searched: a few per
-    column (a full ``[C, q]`` mask and its ``nonzero`` took 1.6 ms at C = 34k, this 0.2 ms).
+    exact n-th, so the column's top n are then exactly those of float32 scores, and they are
+    the n best of the recomputed entries. ``a_n`` is at least the n-th best of the column's
+    block maxima (:func:`_block_maxima`), and only the blocks whose maximum reaches that bound
+    minus ``2 * error`` are searched: a few per column (a full ``[C, q]`` mask and its
+    ``nonzero`` took 1.6 ms at C = 34k, this 0.2 ms).
     """
-    n_centroids = len(scores)
+    n_centroids, n_query = scores.shape
     maxima = _block_maxima(torch.from_numpy(scores))
     if ncells > len(maxima):  # fewer blocks than cells: the maxima bound nothing
         scores[:] = centroids @ query.T
-        return
+        return probe_cells(scores, ncells)
     nth = maxima.topk(ncells, dim=0).values[-1].numpy()
     floor = nth - 2 * error  # [q]
     blocks, cols = np.nonzero(maxima.numpy() >= floor)
@@ -439,7 +477,15 @@ def _rescore_best(
     rows, cols = rows[inside], cols[inside]
     near = scores[rows, cols] >= floor[cols]
     rows, cols = rows[near], cols[near]
-    scores[rows, cols] = np.einsum("ij,ij->i", centroids[rows], query[cols])
+    exact = np.einsum("ij,ij->i", centroids[rows], query[cols])
+    scores[rows, cols] = exact
+    # each column holds at least n of them (its n best blocks' maxima) unless scores are NaN
+    if np.bincount(cols, minlength=n_query).min() < ncells:
+        return probe_cells(scores, ncells)
+    order = np.lexsort((-exact, cols))  # column by column, best first
+    first = np.searchsorted(cols[order], np.arange(n_query))
+    best = order[(first[:, None] + np.arange(ncells)).ravel()]
+    return np.unique(rows[best])
 
 
 def _block_maxima(scores: torch.Tensor) -> torch.Tensor:

@@ -76,20 +76,20 @@ def test_exact_mode_equals_brute_force(make_index, queries, nbits):
         np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=1e-4)
 
 
-def test_centroid_scores_only_when_plaid_runs(make_index, queries, corpus, monkeypatch):
+def test_probe_only_when_plaid_runs(make_index, queries, corpus, monkeypatch):
     from jacolbert_core.index import index as index_module
 
     index = make_index(n=30)
     index.add([d["text"] for d in corpus[30:48]], ids=[d["id"] for d in corpus[30:48]])
     assert index.stats()["segments"] == 2
     calls = []
-    original = index_module.centroid_scores
+    original = index_module.probe
 
     def counting(codec, query, ncells):
         calls.append(ncells)
         return original(codec, query, ncells)
 
-    monkeypatch.setattr(index_module, "centroid_scores", counting)
+    monkeypatch.setattr(index_module, "probe", counting)
     assert index.search(queries[0]["query"], k=5, exact=True)
     assert calls == []  # exhaustive scoring needs no centroid scores
     assert index.search(queries[0]["query"], k=5, exact=False)

@@ -192,9 +192,9 @@ def assert_same(result, expected) -> None:
 
 
 def search(codec, segment, query, k, params, allowed=None, exact_vectors=False):
-    scores_cq = plaid.centroid_scores(codec, query)
+    probed = plaid.probe(codec, query, params.ncells)
     return plaid.search_segment(
-        codec, segment, query, scores_cq, k, params, allowed=allowed, exact_vectors=exact_vectors
+        codec, segment, query, probed, k, params, allowed=allowed, exact_vectors=exact_vectors
     )
 
 
@@ -310,6 +310,17 @@ def test_probe_cells(data, codec, ncells) -> None:
     np.testing.assert_array_equal(everything, np.arange(codec.num_centroids))
 
 
+@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("ncells", [1, 3, 8, 10_000])  # 8 > the blocks of 64; 10k > C
+def test_probe_picks_the_cells_of_its_scores(data, codec, monkeypatch, int8, ncells) -> None:
+    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", int8)
+    for query in (data.query(2), data.query(9)):
+        probed = plaid.probe(codec, query, ncells)
+        assert probed.ncells == ncells and probed.cells.dtype == np.int64
+        np.testing.assert_array_equal(probed.cells, brute_cells(probed.scores, ncells))
+        np.testing.assert_array_equal(probed.scores, plaid.centroid_scores(codec, query, ncells))
+
+
 @pytest.mark.parametrize("n_centroids", [63, 64, 1000, 4099])
 @pytest.mark.parametrize("ncells", [1, 2, 5, 40])
 def test_probe_cells_over_blocks(n_centroids, ncells) -> None:
@@ -363,7 +374,10 @@ def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, ncells
     monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", False)
     exact = plaid.centroid_scores(near, query)
     monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", True)
-    scores = plaid.centroid_scores(near, query, ncells)
+    probed = plaid.probe(near, query, ncells)
+    scores = probed.scores
+    # the cells picked among the rescored entries are those of the whole table
+    np.testing.assert_array_equal(probed.cells, plaid.probe_cells(scores, ncells))
     for column in range(len(query)):  # the n best, up to float32 rounding
         best = np.sort(exact[:, column])[::-1][:ncells]
         picked = np.argsort(-scores[:, column])[:ncells]
@@ -391,12 +405,13 @@ def test_quantise_rows() -> None:
 @pytest.mark.parametrize("ncells", [1, 3])
 def test_candidates(data, codec, segment, ncells) -> None:
     scores_cq = plaid.centroid_scores(codec, data.query(6))
-    pids = plaid.candidates(segment, scores_cq, ncells)
+    cells = plaid.probe_cells(scores_cq, ncells)
+    pids = plaid.candidates(segment, cells)
     assert pids.dtype == np.int64 and len(pids)
     np.testing.assert_array_equal(pids, brute_candidates(segment, scores_cq, ncells))
     allowed = np.random.default_rng(3).random(segment.n_passages) < 0.5
     np.testing.assert_array_equal(
-        plaid.candidates(segment, scores_cq, ncells, allowed),
+        plaid.candidates(segment, cells, allowed),
         brute_candidates(segment, scores_cq, ncells, allowed),
     )
 
@@ -551,8 +566,17 @@ def test_bad_query_and_scores_are_rejected(data, codec, segment) -> None:
     with pytest.raises(ValueError, match="query must be"):
         plaid.centroid_scores(codec, np.zeros((0, DIM), np.float32))
     query = data.query(3)
+    with pytest.raises(TypeError, match="probed must be a Probe"):
+        plaid.search_segment(codec, segment, query, np.zeros((codec.num_centroids, 3)), 5, params)
+    wrong = plaid.Probe(np.zeros((codec.num_centroids, 2), np.float32), np.arange(1), 1)
     with pytest.raises(ValueError, match="scores_cq"):
-        plaid.search_segment(codec, segment, query, np.zeros((codec.num_centroids, 2)), 5, params)
+        plaid.search_segment(codec, segment, query, wrong, 5, params)
+    with pytest.raises(ValueError, match="params.ncells"):
+        plaid.search_segment(codec, segment, query, plaid.probe(codec, query, 2), 5, params)
+    with pytest.raises(ValueError, match="cells must lie in"):
+        plaid.candidates(segment, np.array([codec.num_centroids]))
+    with pytest.raises(ValueError, match="cells must be a 1-D integer array"):
+        plaid.candidates(segment, np.array([0.5]))
 
 
 # ---------------------------------------------------------------------- ties and edge cases
@@ -627,7 +651,7 @@ def test_one_vector_query_as_row_or_flat(data, codec, segment) -> None:
     params = SearchParams.for_k(10)
     as_row = search(codec, segment, query, 10, params)
     as_flat = plaid.search_segment(
-        codec, segment, query[0], plaid.centroid_scores(codec, query[0]), 10, params
+        codec, segment, query[0], plaid.probe(codec, query[0]), 10, params
     )
     assert_same(as_flat, as_row)
     assert len(as_row[0]) >= 1

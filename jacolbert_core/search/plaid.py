@@ -204,13 +204,25 @@ def probe(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> Probe:
     nothing. It costs ~0.3 ms at 34k centroids, and picking the cells among the rescored
     entries saves :func:`probe_cells` (~0.3 ms).
     """
+    scores, cells = _scores_and_cells(codec, query, ncells)
+    return Probe(scores, probe_cells(scores, ncells) if cells is None else cells, int(ncells))
+
+
+def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> np.ndarray:
+    """``probe(codec, query, ncells).scores``: float32 ``[C, q]``, C-contiguous, exact in
+    float32 for every entry that may be among its column's ``ncells`` best (see :func:`probe`)."""
+    return _scores_and_cells(codec, query, ncells)[0]
+
+
+def _scores_and_cells(
+    codec: ResidualCodec, query: np.ndarray, ncells: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`probe`'s scores, and its cells where the int8 path picked them (else ``None``)."""
     query = _check_query(codec, query)
     if isinstance(ncells, bool) or not isinstance(ncells, (int, np.integer)) or ncells < 1:
         raise ValueError(f"ncells must be an integer >= 1, got {ncells!r}")
-    ncells = int(ncells)
     if not INT8_CENTROID_SCORES:
-        scores = (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy()
-        return Probe(scores, probe_cells(scores, ncells), ncells)
+        return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy(), None
     centroids = codec.centroids_int8
     vectors, query_scale = quantise_rows(torch.from_numpy(query))
     product = torch._int_mm(centroids.codes, vectors.T.contiguous()).float()
@@ -220,13 +232,7 @@ def probe(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> Probe:
     dequantised = (vectors * query_scale[:, None]).numpy()
     error = centroids.max_norm * np.linalg.norm(query - dequantised, axis=1)
     error += centroids.max_error * np.linalg.norm(dequantised, axis=1) + 1e-5
-    return Probe(scores, _rescore_best(scores, codec.centroids, query, error, ncells), ncells)
-
-
-def centroid_scores(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> np.ndarray:
-    """``probe(codec, query, ncells).scores``: float32 ``[C, q]``, C-contiguous, exact in
-    float32 for every entry that may be among its column's ``ncells`` best (see :func:`probe`)."""
-    return probe(codec, query, ncells).scores
+    return scores, _rescore_best(scores, codec.centroids, query, error, int(ncells))
 
 
 def search_segment(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -16,17 +15,9 @@ from tqdm.auto import tqdm
 from jacolbert_core.config import DEFAULT_MODEL, EncodingConfig
 from jacolbert_core.errors import require_text_list
 from jacolbert_core.model import checkpoint
+from jacolbert_core.model.activation import use_native_gelu
 from jacolbert_core.model.scoring import maxsim, top_k
 from jacolbert_core.model.tokenization import ColBERTTokenizer, TokenBatch
-
-# oneDNN (torch's CPU backend for GELU and friends) caches one JIT primitive per tensor shape,
-# and every length-sorted batch has a new width. Those long-lived blocks fragment glibc's heap
-# so that free pages pile up with the number of batches: streaming 10k passages grew the peak
-# RSS by ~810 MB with the default cache (capacity 1024), by ~60 MB without it.
-# oneDNN reads this when it creates its first primitive, so setting it when this module is
-# imported works after ``import torch`` too (unless torch already ran such an op); users can
-# still override it.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 _TOKENIZE_CHUNK = 1024  # texts tokenized at a time by iter_encode_documents
 
@@ -107,6 +98,7 @@ class ColBERT(torch.nn.Module):
         )
         tokenizer = ColBERTTokenizer(raw.tokenizer, raw.encoding, max_length=max_length)
         backbone = raw.backbone
+        use_native_gelu(backbone)
         if quantize:
             if str(device or default_device()) != "cpu":
                 raise ValueError("quantize=True is a CPU mode; pass device='cpu'")

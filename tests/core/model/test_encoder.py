@@ -13,6 +13,7 @@ import torch
 
 from jacolbert_core import CheckpointError, ColBERT, MissingDependencyError
 from jacolbert_core.model import colbert as colbert_module
+from jacolbert_core.model.activation import NativeGELU, use_native_gelu
 from jacolbert_core.model.tokenization import dynamic_query_length
 from jacolbert_core.testing import make_tiny_checkpoint
 
@@ -113,23 +114,34 @@ def test_chunked_tokenization_keeps_the_global_length_order(tiny_model, corpus, 
     assert list(tiny_model.iter_encode_documents([], batch_size=5)) == []
 
 
-def test_library_disables_the_onednn_primitive_cache():
-    # set when jacolbert_core.model.colbert is imported (before any primitive), unless the user
-    # chose a value: the per-shape cache fragments the heap while streaming a collection
-    import os
-    import subprocess
-    import sys
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_loaded_models_run_gelu_on_the_native_kernel(tiny_model):
+    # oneDNN's GELU caches a primitive per shape (heap fragmentation while streaming) or, with
+    # its cache off, rebuilds one per call (slow queries); every exact GELU is swapped out
+    activations = [m for m in tiny_model.backbone.modules() if "GELU" in type(m).__name__]
+    assert activations and all(type(m) is NativeGELU for m in activations)
+    x = torch.randn(3, 17, 64)
+    y = NativeGELU()(x)
+    assert y.is_contiguous() and y.shape == x.shape
+    with torch.backends.mkldnn.flags(enabled=False):  # what torch computes without oneDNN
+        np.testing.assert_array_equal(y.numpy(), torch.nn.functional.gelu(x).numpy())
+    np.testing.assert_allclose(y.numpy(), torch.nn.functional.gelu(x).numpy(), atol=1e-5)
+    v = torch.randn(5)
+    np.testing.assert_array_equal(NativeGELU()(v).numpy(), torch.nn.functional.gelu(v).numpy())
 
-    code = (
-        "import os, torch, jacolbert_core.model.colbert; "
-        "print(os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY'))"
+
+def test_use_native_gelu_leaves_other_activations_alone():
+    backbone = torch.nn.Sequential(
+        torch.nn.GELU(), torch.nn.GELU(approximate="tanh"), torch.nn.Sequential(torch.nn.GELU())
     )
-    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
-    run = lambda env: subprocess.run(  # noqa: E731
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert run(env) == "0"
-    assert run({**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"}) == "64"  # the user's choice
+    assert use_native_gelu(backbone) == 2
+    assert [type(m).__name__ for m in backbone.modules()] == [
+        "Sequential",
+        "NativeGELU",
+        "GELU",
+        "Sequential",
+        "NativeGELU",
+    ]
 
 
 def test_rerank_score_and_search_encoded_agree(tiny_model, corpus, queries):

@@ -220,6 +220,7 @@ class CrossEncoderTeacher:
         import transformers
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from jacolbert_core.model.activation import use_native_gelu
         from jacolbert_core.model.colbert import default_device
 
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
@@ -228,6 +229,7 @@ class CrossEncoderTeacher:
             major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
             kwargs["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = dtype
         model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), **kwargs)
+        use_native_gelu(model)  # batches of many lengths: see jacolbert_core.model.activation
         model = model.to(device or default_device())
         return cls(model, tokenizer, batch_size=batch_size, max_length=max_length)
 

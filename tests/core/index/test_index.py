@@ -86,14 +86,18 @@ def test_probe_only_when_plaid_runs(make_index, queries, corpus, monkeypatch):
     original = index_module.probe
 
     def counting(codec, query, ncells):
-        calls.append(ncells)
-        return original(codec, query, ncells)
+        calls.append(original(codec, query, ncells))
+        return calls[-1]
 
     monkeypatch.setattr(index_module, "probe", counting)
     assert index.search(queries[0]["query"], k=5, exact=True)
     assert calls == []  # exhaustive scoring needs no centroid scores
     assert index.search(queries[0]["query"], k=5, exact=False)
-    assert calls == [1]  # once per query, whatever the number of segments; k=5: ncells=1
+    assert [p.ncells for p in calls] == [1]  # once per query, whatever the number of segments
+    assert "centroid_maxima" not in vars(calls[0])  # stage 2 not needed: few candidates
+    assert index.search(queries[0]["query"], k=5, exact=False, ndocs=4)
+    # stage 2 ran in both segments on the maxima computed once, on the query's probe
+    assert len(calls) == 2 and "centroid_maxima" in vars(calls[1])
 
 
 def test_plaid_without_pruning_equals_exact(make_index, queries):

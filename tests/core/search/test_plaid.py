@@ -319,6 +319,8 @@ def test_probe_picks_the_cells_of_its_scores(data, codec, monkeypatch, int8, nce
         assert probed.ncells == ncells and probed.cells.dtype == np.int64
         np.testing.assert_array_equal(probed.cells, brute_cells(probed.scores, ncells))
         np.testing.assert_array_equal(probed.scores, plaid.centroid_scores(codec, query, ncells))
+        np.testing.assert_array_equal(probed.centroid_maxima, probed.scores.max(axis=1))
+        assert probed.centroid_maxima is probed.centroid_maxima  # computed once
 
 
 @pytest.mark.parametrize("n_centroids", [63, 64, 1000, 4099])

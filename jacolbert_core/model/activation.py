@@ -28,8 +28,9 @@ class NativeGELU(torch.nn.Module):
 def _is_exact_gelu(module: torch.nn.Module) -> bool:
     if type(module) is torch.nn.GELU:
         return module.approximate == "none"
-    # transformers' GELUActivation (BERT's "gelu") keeps the function it calls in ``act``
-    return type(module).__name__ == "GELUActivation" and getattr(module, "act", None) is F.gelu
+    from transformers.activations import GELUActivation  # BERT's "gelu"; calls ``act``
+
+    return isinstance(module, GELUActivation) and getattr(module, "act", None) is F.gelu
 
 
 def use_native_gelu(backbone: torch.nn.Module) -> int:

@@ -323,6 +323,34 @@ def test_codes_equal_brute_force_argmax(
     np.testing.assert_array_equal(codec.compress(queries)[0], expected)
 
 
+def test_faiss_blocks_apply_inside_and_are_restored(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faiss
+
+    cvar = faiss.cvar
+    before = (cvar.distance_compute_blas_query_bs, cvar.distance_compute_blas_database_bs)
+    # blocks far smaller than the data: assignment reduces over several blocks each way
+    monkeypatch.setattr(codec_module, "_FAISS_BLOCKS", (5, 7))
+    seen: list[tuple[int, int]] = []
+    codec = codecs[2]
+    index = codec._flat_index()
+    search = index.search
+
+    def spy(x: np.ndarray, k: int):
+        seen.append((cvar.distance_compute_blas_query_bs, cvar.distance_compute_blas_database_bs))
+        return search(x, k)
+
+    monkeypatch.setattr(index, "search", spy)
+    np.testing.assert_array_equal(
+        codec.assign(queries), np.argmax(queries @ codec.centroids.T, axis=1)
+    )
+    assert seen and set(seen) == {(5, 7)}
+    assert (cvar.distance_compute_blas_query_bs, cvar.distance_compute_blas_database_bs) == before
+    ResidualCodec.train(queries, 2, n_centroids=8, kmeans_iters=2)  # k-means searches too
+    assert (cvar.distance_compute_blas_query_bs, cvar.distance_compute_blas_database_bs) == before
+
+
 @pytest.mark.parametrize("nbits", NBITS)
 def test_reconstruction_error_bounded_by_bucket_gap(
     codecs: dict[int, ResidualCodec], queries: np.ndarray, nbits: int

@@ -156,10 +156,13 @@ class Int8Centroids(NamedTuple):
     max_norm: float  # max over rows of ||centroid|| (L2)
 
 
-def quantise_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def quantise_rows(x: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantisation per row: ``(round(x / scale[:, None]) as int8, scale)``
-    with ``scale = max |x_row| / 127`` (a zero row gets a tiny scale and all-zero codes)."""
-    scale = (x.abs().amax(dim=1) / 127).clamp_(min=1e-30)
+    with ``scale = max |x_row| / levels`` (codes within ``+-levels``, at most 127; a zero row
+    gets a tiny scale and all-zero codes)."""
+    if not 1 <= levels <= 127:
+        raise ValueError(f"levels must lie in [1, 127], got {levels}")
+    scale = (x.abs().amax(dim=1) / levels).clamp_(min=1e-30)
     return torch.round(x / scale[:, None]).to(torch.int8), scale
 
 

@@ -44,7 +44,7 @@ from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
-    "INT8_CENTROID_SCORES",
+    "INT8_KERNEL",
     "Probe",
     "SearchParams",
     "approximate_scores",
@@ -86,15 +86,57 @@ _PROBE_BLOCK = 64
 EXHAUSTIVE_MAX_TOKENS = 24_000
 
 
-def _fast_int8_product() -> bool:
-    """True when torch has an int8 matrix product (``torch._int_mm``) and the CPU runs it on
-    VNNI dot-product instructions (elsewhere it is slower than float32)."""
+# Query codes of the "onednn" product keep 7 bits: without VNNI, oneDNN sums pairs of
+# unsigned x signed byte products in int16, which saturates beyond 2 * 255 * 63.
+_ONEDNN_QUERY_LEVELS = 63
+
+
+def _int8_kernel() -> str | None:
+    """The int8 matrix product :func:`probe` uses, decided once at import (``None``: float32).
+
+    ``"int_mm"`` (``torch._int_mm``) where the CPU has VNNI dot-product instructions;
+    otherwise, on x86 CPUs with AVX2 or AVX-512, ``"onednn"`` (oneDNN's quantised linear
+    layer) if it multiplies exactly here (:func:`_onednn_is_exact`): at 34k centroids on 2
+    AVX2 cores without VNNI it takes ~2 ms a query (packing the query included) against
+    float32's 3.0-3.8 (``torch._int_mm`` there: 61 ms).
+    """
     vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
-    return hasattr(torch, "_int_mm") and bool(vnni())
+    if hasattr(torch, "_int_mm") and bool(vnni()):
+        return "int_mm"
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and _onednn_is_exact():
+        return "onednn"
+    return None
 
 
-# probe multiplies in int8 when this is true (decided once, at import).
-INT8_CENTROID_SCORES = _fast_int8_product()
+def _int8_product(codes: torch.Tensor, vectors: torch.Tensor, kernel: str) -> torch.Tensor:
+    """Exact ``codes @ vectors.T`` as float32 ``[C, q]`` for int8 ``codes [C, D]`` and int8
+    ``vectors [q, D]`` (within ``+-_ONEDNN_QUERY_LEVELS`` for ``"onednn"``)."""
+    if kernel != "onednn":
+        return torch._int_mm(codes, vectors.T.contiguous()).float()
+    n = len(vectors)
+    weight = torch.ops.onednn.qlinear_prepack(vectors, None)
+    # unit scales, zero offsets, float32 output: the int32 sums, exact below 2**24
+    return torch.ops.onednn.qlinear_pointwise(
+        codes, 1.0, 0, weight, torch.ones(n), torch.zeros(n, dtype=torch.long), None,
+        1.0, 0, torch.float32, "none", [], "",
+    )  # fmt: skip
+
+
+def _onednn_is_exact() -> bool:
+    """True when oneDNN's product equals the exact one on extreme operands (full-range codes
+    against query codes at +-_ONEDNN_QUERY_LEVELS); False where it is missing or rounds."""
+    full, half = 127, _ONEDNN_QUERY_LEVELS
+    codes = torch.tensor([[full, -full] * 32, [-full] * 64, [full] * 64], dtype=torch.int8)
+    vectors = torch.tensor([[half] * 64, [-half] * 64, [half, -half] * 32], dtype=torch.int8)
+    try:
+        product = _int8_product(codes, vectors, "onednn")
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return False
+    return torch.equal(product, (codes.long() @ vectors.long().T).float())
+
+
+# Which int8 product probe uses (see _int8_kernel); None multiplies in float32.
+INT8_KERNEL = _int8_kernel()
 
 
 @dataclass(frozen=True)
@@ -197,11 +239,13 @@ def probe(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> Probe:
     """Centroid scores ``codec.centroids @ query.T`` and the probed cells of one query; compute
     it once per query and pass it to the search of every segment.
 
-    Where the CPU has int8 dot-product instructions (:data:`INT8_CENTROID_SCORES`) centroids
-    and query vectors are quantised to int8 row by row (:func:`quantise_rows`), multiplied
-    exactly in int32 and scaled back: the largest cost of a search then falls by 3.5x (100k
-    passages, 34k centroids, 2 cores: 3.6 -> 1.0 ms per query). Those scores differ from
-    float32 ones by ~6e-4 on average, at most ~4e-3 (unit vectors, D=128), so every score
+    Where the CPU multiplies int8 fast (:data:`INT8_KERNEL`) centroids and query vectors are
+    quantised to int8 row by row (:func:`quantise_rows`), multiplied exactly in int32 and
+    scaled back: the largest cost of a search then falls by 3.5x with VNNI (100k passages,
+    34k centroids, 2 cores: 3.6 -> 1.0 ms per query), by 1.5x with oneDNN on AVX2 (5.5 -> 3.6
+    ms; the whole search 12.2 -> 9.7 ms). Those scores differ from float32 ones by ~6e-4 on
+    average, at most ~4e-3 (unit vectors, D=128; about twice that with oneDNN's 7-bit query
+    codes), so every score
     that may be among its query vector's ``ncells`` best is recomputed in float32
     (:func:`_rescore_best`), and the cells are picked among those: stage 1 probes the cells
     float32 scores pick (up to float32 rounding). That matters: k-means leaves near-duplicate
@@ -228,11 +272,11 @@ def _scores_and_cells(
     query = _check_query(codec, query)
     if isinstance(ncells, bool) or not isinstance(ncells, (int, np.integer)) or ncells < 1:
         raise ValueError(f"ncells must be an integer >= 1, got {ncells!r}")
-    if not INT8_CENTROID_SCORES:
+    if INT8_KERNEL is None:
         return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy(), None
     centroids = codec.centroids_int8
-    vectors, query_scale = quantise_rows(torch.from_numpy(query))
-    product = torch._int_mm(centroids.codes, vectors.T.contiguous()).float()
+    vectors, query_scale = _quantise_query(query)
+    product = _int8_product(centroids.codes, vectors, INT8_KERNEL)
     scores = product.mul_(centroids.scale[:, None]).mul_(query_scale).numpy()
     # with c', q' the dequantised rows: |c.q - c'.q'| = |c.(q - q') + (c - c').q'|
     #   <= |c| |q - q'| + |c - c'| |q'|, plus float32 rounding of the scaling
@@ -240,6 +284,12 @@ def _scores_and_cells(
     error = centroids.max_norm * np.linalg.norm(query - dequantised, axis=1)
     error += centroids.max_error * np.linalg.norm(dequantised, axis=1) + 1e-5
     return scores, _rescore_best(scores, codec.centroids, query, error, int(ncells))
+
+
+def _quantise_query(query: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantise_rows` of the query vectors, to the levels :data:`INT8_KERNEL` takes."""
+    levels = _ONEDNN_QUERY_LEVELS if INT8_KERNEL == "onednn" else 127
+    return quantise_rows(torch.from_numpy(query), levels)
 
 
 def search_segment(

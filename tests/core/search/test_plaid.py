@@ -20,6 +20,17 @@ from jacolbert_core.search.plaid import SearchParams
 
 DIM = 32
 FILES = ("codes", "residuals", "doclens", "ivf", "ivf_offsets")
+# probe's products: float32, and each int8 kernel that runs here (torch._int_mm runs anywhere)
+KERNELS = [
+    None,
+    "int_mm",
+    pytest.param(
+        "onednn",
+        marks=pytest.mark.skipif(
+            not plaid._onednn_is_exact(), reason="oneDNN's int8 product is missing or inexact"
+        ),
+    ),
+]
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -164,9 +175,10 @@ def brute_search(codec, segment, query, k, allowed=None, vectors=None):
 
 def brute_plaid(codec, segment, query, k, params, allowed=None):
     """The four stages spelled out with the brute-force pieces."""
-    # the float32 centroid scores (checked on their own in test_centroid_scores), so that a
-    # centroid on the threshold is judged alike
-    scores_cq = plaid.centroid_scores(codec, query).astype(np.float64)
+    # probe's centroid scores (checked on their own in test_centroid_scores; with an int8
+    # product, which entries are recomputed in float32 depends on ncells), so that a centroid
+    # on the threshold is judged alike
+    scores_cq = plaid.centroid_scores(codec, query, params.ncells).astype(np.float64)
     pids = brute_candidates(segment, scores_cq, params.ncells, allowed)
     approx = brute_approx(segment, scores_cq, pids, params.centroid_score_threshold)
     pids = np.sort(pids[np.lexsort((pids, -approx))[: max(k, params.ndocs)]])
@@ -310,10 +322,10 @@ def test_probe_cells(data, codec, ncells) -> None:
     np.testing.assert_array_equal(everything, np.arange(codec.num_centroids))
 
 
-@pytest.mark.parametrize("int8", [False, True])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("ncells", [1, 3, 8, 10_000])  # 8 > the blocks of 64; 10k > C
-def test_probe_picks_the_cells_of_its_scores(data, codec, monkeypatch, int8, ncells) -> None:
-    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", int8)
+def test_probe_picks_the_cells_of_its_scores(data, codec, monkeypatch, kernel, ncells) -> None:
+    monkeypatch.setattr(plaid, "INT8_KERNEL", kernel)
     for query in (data.query(2), data.query(9)):
         probed = plaid.probe(codec, query, ncells)
         assert probed.ncells == ncells and probed.cells.dtype == np.int64
@@ -335,19 +347,19 @@ def test_probe_cells_over_blocks(n_centroids, ncells) -> None:
     )
 
 
-@pytest.mark.parametrize("int8", [False, True])
-def test_centroid_scores(data, codec, monkeypatch, int8) -> None:
-    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", int8)
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_centroid_scores(data, codec, monkeypatch, kernel) -> None:
+    monkeypatch.setattr(plaid, "INT8_KERNEL", kernel)
     query = data.query(5)
     scores_cq = plaid.centroid_scores(codec, query)
     assert scores_cq.shape == (codec.num_centroids, 5) and scores_cq.dtype == np.float32
     assert scores_cq.flags.c_contiguous
     exact = codec.centroids.astype(np.float64) @ query.T.astype(np.float64)
-    if not int8:
+    if kernel is None:
         np.testing.assert_allclose(scores_cq, exact, rtol=1e-5, atol=1e-6)
         return
     # the int8 product: exact on the quantised rows, within quantisation error of float32
-    (c8, c_scale, *_), (q8, q_scale) = codec.centroids_int8, quantise_rows(torch.from_numpy(query))
+    (c8, c_scale, *_), (q8, q_scale) = codec.centroids_int8, plaid._quantise_query(query)
     c_scale, q_scale = c_scale.numpy().astype(np.float64), q_scale.numpy().astype(np.float64)
     quantised = (c8.numpy().astype(np.int64) @ q8.numpy().astype(np.int64).T).astype(np.float64)
     approx = quantised * c_scale[:, None] * q_scale
@@ -364,8 +376,9 @@ def test_centroid_scores(data, codec, monkeypatch, int8) -> None:
     assert np.abs(scores_cq - exact).max() < 1e-2
 
 
+@pytest.mark.parametrize("kernel", KERNELS[1:])
 @pytest.mark.parametrize("ncells", [1, 2, 5, 9])  # 9 > the 7 blocks of 64 centroids
-def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, ncells) -> None:
+def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, kernel, ncells) -> None:
     # near-duplicate centroids (as k-means leaves for frequent tokens) score within int8's
     # error of each other: the int8 product alone would often probe the wrong twin
     rng = np.random.default_rng(ncells)
@@ -373,9 +386,9 @@ def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, ncells
     twins = unit_rows(np.repeat(base, 4, axis=0) + 1e-3 * rng.standard_normal((400, DIM)))
     near = dataclasses.replace(codec, centroids=twins)
     query = unit_rows(base[rng.integers(0, 100, 24)] + 3e-2 * rng.standard_normal((24, DIM)))
-    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", False)
+    monkeypatch.setattr(plaid, "INT8_KERNEL", None)
     exact = plaid.centroid_scores(near, query)
-    monkeypatch.setattr(plaid, "INT8_CENTROID_SCORES", True)
+    monkeypatch.setattr(plaid, "INT8_KERNEL", kernel)
     probed = plaid.probe(near, query, ncells)
     scores = probed.scores
     # the cells picked among the rescored entries are those of the whole table
@@ -387,7 +400,7 @@ def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, ncells
     # the rest keeps its int8 approximation (within quantisation error)
     assert np.abs(scores - exact).max() < 1e-2
     c8, c_scale, *_ = near.centroids_int8
-    (q8, q_scale) = quantise_rows(torch.from_numpy(query))
+    (q8, q_scale) = plaid._quantise_query(query)
     approx = (c8.long() @ q8.long().T).double().numpy()
     approx *= c_scale.numpy()[:, None] * q_scale.numpy()
     if ncells <= 7:
@@ -402,6 +415,43 @@ def test_quantise_rows() -> None:
     assert codes.dtype == torch.int8 and scale.dtype == torch.float32
     assert codes.abs().amax(dim=1).tolist() == [127, 0, 127]  # each row spans the range
     np.testing.assert_allclose((codes * scale[:, None]).numpy(), x.numpy(), atol=3.0 / 254)
+    codes, scale = quantise_rows(x, levels=63)
+    assert codes.abs().amax(dim=1).tolist() == [63, 0, 63]
+    np.testing.assert_allclose((codes * scale[:, None]).numpy(), x.numpy(), atol=3.0 / 126)
+    for levels in (0, 128):
+        with pytest.raises(ValueError, match="levels"):
+            quantise_rows(x, levels)
+
+
+@pytest.mark.parametrize("kernel", KERNELS[1:])
+def test_int8_product_is_exact(kernel) -> None:
+    # full-range centroid codes against query codes at the kernel's levels, D = 128
+    rng = np.random.default_rng(1)
+    levels = plaid._ONEDNN_QUERY_LEVELS if kernel == "onednn" else 127
+    codes = torch.from_numpy(rng.integers(-127, 128, (300, 128), dtype=np.int8))
+    codes[:3] = 127  # whole rows at the extremes, the sums that saturate int16 pairs
+    vectors = torch.from_numpy(rng.integers(-levels, levels + 1, (32, 128), dtype=np.int8))
+    vectors[0], vectors[1] = levels, -levels
+    product = plaid._int8_product(codes, vectors, kernel)
+    assert product.dtype == torch.float32 and product.shape == (300, 32)
+    torch.testing.assert_close(product, (codes.long() @ vectors.long().T).float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("vnni", "capability", "onednn_exact", "expected"),
+    [
+        (True, "AVX512", True, "int_mm"),
+        (False, "AVX2", True, "onednn"),
+        (False, "AVX512", True, "onednn"),
+        (False, "AVX2", False, None),  # oneDNN missing or inexact: float32
+        (False, "DEFAULT", True, None),  # not x86 with AVX2: float32
+    ],
+)
+def test_int8_kernel_choice(monkeypatch, vnni, capability, onednn_exact, expected) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(plaid, "_onednn_is_exact", lambda: onednn_exact)
+    assert plaid._int8_kernel() == expected
 
 
 @pytest.mark.parametrize("ncells", [1, 3])

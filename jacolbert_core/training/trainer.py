@@ -434,9 +434,8 @@ class Trainer:
                 f"{directory} was trained with nway={state['nway']}, this run has "
                 f"nway={self.nway}; pass the same data and --nway, or a new output directory"
             )
-        optimizer_state = torch.load(
-            directory / OPTIMIZER_FILE, map_location=self.model.device, weights_only=True
-        )
+        path = directory / OPTIMIZER_FILE
+        optimizer_state = torch.load(path, weights_only=True, map_location=self.model.device)
         self.optimizer.load_state_dict(optimizer_state)
         rng = torch.load(directory / RNG_FILE, weights_only=True)
         torch.set_rng_state(rng["cpu"])

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_search.py [--passages 100000] [--queries 16] [--nbits 2 1 4]
         [--params 2,0.45,1024 ...] [--reference-python /root/venvs/colbert/bin/python]
+        [--rounds 3]
 
 Reports, for nbits 2, 1 and 4, at the default parameters for k=10 and at the high-recall
 preset: p50/p95 wall-clock latency and p50 process CPU time of ``probe`` + ``search_segment``
@@ -22,7 +23,9 @@ With ``--reference-python`` (default: $JACOLBERT_REFERENCE_PYTHON), the same seg
 the same centroids, bucket cut-offs and weights, average residual, codes, residuals, doclens
 and inverted file) and ``benchmarks/reference_colbert.py`` (mode ``search_vectors``) runs
 colbert-ai's ``Searcher.dense_search`` on it with the SAME synthetic query vectors, at the
-k=10 defaults and at every other setting measured here. colbert-ai's Searcher needs a
+k=10 defaults and at every other setting measured here. Our timing and colbert-ai's run
+alternate ``--rounds`` times (default 3) and each side's latencies are pooled over its rounds,
+so that drift of a shared machine falls on both alike. colbert-ai's Searcher needs a
 checkpoint: a tiny one (``jacolbert_core.testing.make_tiny_checkpoint``, dim 128) serves both
 libraries for the query-encoding timings (one sample query text per call; ours
 ``ColBERT.encode_queries``, theirs ``Searcher.encode``), reported separately and added to the
@@ -306,6 +309,18 @@ def run(args: argparse.Namespace) -> None:
             if args.reference_python and nbits == args.nbits[0]:
                 settings = [r["triple"] for r in rows if r["nbits"] == nbits]
                 reference = run_reference(args, ref_dir, checkpoint, queries, settings, n_tokens)
+                ours = [r for r in rows if r["nbits"] == nbits]
+                for _ in range(args.rounds - 1):
+                    for row in ours:
+                        params = plaid.SearchParams(*row["triple"])
+                        times, cpu = time_searches(
+                            plaid, codec, segment, queries, params, args.repeats
+                        )
+                        row["lat_ms"] += [t * 1e3 for t in times]
+                        row["cpu_ms"] += [t * 1e3 for t in cpu]
+                        summarise(row)
+                    again = run_reference(args, ref_dir, checkpoint, queries, settings, n_tokens)
+                    pool_reference(reference, again)
                 compare(rows, reference, truth, checkpoint, args)
                 print(
                     f"colbert-ai: Searcher(...) on the same index opened in "
@@ -348,14 +363,8 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
     else:
         make = plaid.SearchParams.for_k if preset == "default" else plaid.SearchParams.high_recall
         p10, p100 = make(10), make(100)
-    times, cpu, agree, recall, n_cands, top10 = [], [], [], [], [], []
-    for _ in range(args.repeats):
-        for query in queries:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            probed = plaid.probe(codec, query, p10.ncells)
-            plaid.search_segment(codec, segment, query, probed, 10, p10)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+    times, cpu = time_searches(plaid, codec, segment, queries, p10, args.repeats)
+    agree, recall, n_cands, top10 = [], [], [], []
     for qi, query in enumerate(queries):
         probed = plaid.probe(codec, query, p10.ncells)
         pids, _ = plaid.search_segment(codec, segment, query, probed, 10, p10)
@@ -366,21 +375,40 @@ def measure(plaid, codec, segment, queries, truth, nbits, preset, args) -> dict:
             probed100 = plaid.probe(codec, query, p100.ncells)
             pids100, _ = plaid.search_segment(codec, segment, query, probed100, 100, p100)
             recall.append(overlap(pids100, truth[qi][:10]))
-    ms = np.asarray(times) * 1e3
-    return {
+    row = {
         "nbits": nbits,
         "params": f"{preset} ({p10.ncells}, {p10.centroid_score_threshold:g}, {p10.ndocs})",
         "triple": [p10.ncells, p10.centroid_score_threshold, p10.ndocs],
-        "lat_ms": ms.tolist(),
+        "lat_ms": [t * 1e3 for t in times],
+        "cpu_ms": [t * 1e3 for t in cpu],
         "top10": top10,
-        "cpu_ms": (np.asarray(cpu) * 1e3).tolist(),
-        "p50": float(np.percentile(ms, 50)),
-        "p95": float(np.percentile(ms, 95)),
-        "cpu50": float(np.percentile(cpu, 50) * 1e3),
         "cands": float(np.median(n_cands)),
         "agree": float(np.mean(agree)),
         "recall": float(np.mean(recall)) if recall else float("nan"),
     }
+    return summarise(row)
+
+
+def time_searches(plaid, codec, segment, queries, params, repeats) -> tuple[list, list]:
+    """Wall-clock and process CPU seconds of ``probe`` + ``search_segment`` (k=10), each
+    query ``repeats`` times."""
+    times, cpu = [], []
+    for _ in range(repeats):
+        for query in queries:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            probed = plaid.probe(codec, query, params.ncells)
+            plaid.search_segment(codec, segment, query, probed, 10, params)
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+    return times, cpu
+
+
+def summarise(row: dict) -> dict:
+    """The row's p50/p95 latency and p50 CPU time from its ``lat_ms`` and ``cpu_ms``."""
+    row["p50"] = float(np.percentile(row["lat_ms"], 50))
+    row["p95"] = float(np.percentile(row["lat_ms"], 95))
+    row["cpu50"] = float(np.percentile(row["cpu_ms"], 50))
+    return row
 
 
 def format_row(r: dict) -> str:
@@ -599,6 +627,17 @@ def run_reference(args, ref_dir: Path, checkpoint: Path, queries, settings, n_to
     return result
 
 
+def pool_reference(reference: dict, again: dict) -> None:
+    """Add the latencies of a further colbert-ai run to those of the first, setting by
+    setting (its results are the same: only the timings are kept)."""
+    for key in ("encode_lat_s", "encode_cpu_s"):
+        reference[key] += again[key]
+    by_params = {tuple(r["params"]): r for r in again["settings"]}
+    for setting in reference["settings"]:
+        for key in ("lat_s", "cpu_s"):
+            setting[key] += by_params[tuple(setting["params"])][key]
+
+
 def our_encoding(checkpoint: Path, repeats: int) -> tuple[list[float], list[float], tuple]:
     """Our query encoding latency on the same checkpoint and texts, one query per call."""
     import torch
@@ -625,7 +664,7 @@ def our_encoding(checkpoint: Path, repeats: int) -> tuple[list[float], list[floa
 def compare(rows: list[dict], reference: dict, truth, checkpoint: Path, args) -> None:
     """Ours vs colbert-ai on the same index and query vectors; with encoding = search latency
     of query i plus encoding latency of text i (cycled), per library."""
-    enc_ours, enc_ours_cpu, shape = our_encoding(checkpoint, args.repeats)
+    enc_ours, enc_ours_cpu, shape = our_encoding(checkpoint, args.repeats * args.rounds)
     enc_ref, enc_ref_cpu = reference["encode_lat_s"], reference["encode_cpu_s"]
     ms = lambda x: np.asarray(x) * 1e3  # noqa: E731
     pct = lambda x, q: float(np.percentile(x, q))  # noqa: E731
@@ -651,7 +690,8 @@ def compare(rows: list[dict], reference: dict, truth, checkpoint: Path, args) ->
 
     print(
         f"\nk=10 search, ours vs colbert-ai 0.2.22 on the same segment and query vectors "
-        f"(nbits {rows[0]['nbits']}, {args.passages} passages), ms; ratio = ours / colbert-ai "
+        f"(nbits {rows[0]['nbits']}, {args.passages} passages), ms, each library's latencies "
+        f"pooled over {args.rounds} alternating round(s); ratio = ours / colbert-ai "
         f"(p50 wall, p50 CPU); agreement@10 with exact MaxSim over the original vectors"
     )
     print(
@@ -698,6 +738,13 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="with a reference: alternate our timing and colbert-ai's run this many times and "
+        "pool each side's latencies (drift of a shared machine then falls on both alike)",
+    )
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 1, 4])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

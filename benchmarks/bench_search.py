@@ -759,7 +759,10 @@ def main() -> None:
         default=os.environ.get("JACOLBERT_REFERENCE_PYTHON"),
         help="python of a colbert-ai 0.2.22 environment: also measure colbert-ai",
     )
-    run(parser.parse_args())
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    run(args)
 
 
 if __name__ == "__main__":

@@ -428,12 +428,13 @@ def test_int8_product_is_exact(kernel) -> None:
     # full-range centroid codes against query codes at the kernel's levels, D = 128
     rng = np.random.default_rng(1)
     levels = plaid._ONEDNN_QUERY_LEVELS if kernel == "onednn" else 127
-    codes = torch.from_numpy(rng.integers(-127, 128, (300, 128), dtype=np.int8))
+    # 2000 x 32 results: above torch's grain, so a conversion in place runs on several threads
+    codes = torch.from_numpy(rng.integers(-127, 128, (2000, 128), dtype=np.int8))
     codes[:3] = 127  # whole rows at the extremes, the sums that saturate int16 pairs
     vectors = torch.from_numpy(rng.integers(-levels, levels + 1, (32, 128), dtype=np.int8))
     vectors[0], vectors[1] = levels, -levels
     product = plaid._int8_product(codes, vectors, kernel)
-    assert product.dtype == torch.float32 and product.shape == (300, 32)
+    assert product.dtype == torch.float32 and product.shape == (2000, 32)
     torch.testing.assert_close(product, (codes.long() @ vectors.long().T).float(), rtol=0, atol=0)
 
 

@@ -39,7 +39,6 @@ FORMAT_VERSION = 1
 SUPPORTED_NBITS = (1, 2, 4)
 
 _COMPRESS_CHUNK = 1 << 13  # vectors per compress/decompress chunk (cache-sized blocks)
-_ASSIGN_BUDGET = 1 << 25  # float32 scores per assignment chunk (128 MiB)
 # faiss's exhaustive search (assignment, and each k-means iteration) multiplies blocks of
 # queries by blocks of centroids with BLAS and reduces each block's scores. Its default blocks
 # (4096 x 1024) run at ~70 GFLOPS on 2 cores at D=128; 2048 x 8192 (64 MiB of scores) at
@@ -404,16 +403,13 @@ class ResidualCodec:
 
         Exact: a faiss ``IndexFlatIP`` search with k=1 (blocked BLAS GEMM on all threads with
         the arg-max fused into each block of ``_FAISS_BLOCKS``, so no ``[n, C]`` score matrix is
-        materialised); the cost of ``compress``."""
+        materialised: one block's scores, 64 MiB, whatever ``n``); the cost of ``compress``.
+        One call for all rows: 4096-row calls cost 1.45x as much (65536 rows, 8192 centroids,
+        2 cores: 1.24-1.33 s against 0.86-0.92 s)."""
         x = _as_vectors(vectors, self.dim)
-        codes = np.empty(len(x), dtype=np.int32)
-        index = self._flat_index()
-        step = max(1, _ASSIGN_BUDGET // self.num_centroids)
         with _faiss_blocks():
-            for start in range(0, len(x), step):
-                _, ids = index.search(x[start : start + step], 1)
-                codes[start : start + step] = ids[:, 0]
-        return codes
+            _, ids = self._flat_index().search(x, 1)
+        return ids[:, 0].astype(np.int32)
 
     def _flat_index(self):
         """A faiss inner-product index over the centroids, built once per codec."""

@@ -1,7 +1,7 @@
 """Indexing, index size, start-up, search latency and PLAID quality, side by side with colbert-ai.
 
     python benchmarks/bench_index.py [--passages 5000] [--queries 100]
-        [--reference-python /root/venvs/colbert/bin/python]
+        [--reference-python /root/venvs/colbert/bin/python] [--index-rounds 2]
         [--layers 4 --hidden 256 --dim 128 --doc-maxlen 180] [--out results.json]
 
 Same machine, same passages, same checkpoint, nbits=2, in one run (the colbert-ai side is
@@ -22,6 +22,8 @@ Measured (each side in a fresh process; ``ru_maxrss`` of the child from ``wait4`
    + ``Index.add``) vs colbert-ai's ``Indexer``; encoding time inside the indexing run (time
    spent in ``ColBERT.iter_encode_documents`` / colbert-ai's ``CollectionEncoder.encode_passages``,
    which colbert-ai calls twice: k-means sample and collection) and the build time without it.
+   Times are the medians of ``--index-rounds`` runs a side (default 2), ours and colbert-ai's
+   alternating; peak RSS, phases and sizes come from the first run.
 2. Bytes on disk per token vector (codes + residuals + IVF; and whole directories), resident
    memory added by opening the index and answering one query (model excluded: its RSS is
    measured around the model load plus one warm-up query encoding, ``WARM_UP_QUERY``, and
@@ -62,6 +64,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -727,6 +730,23 @@ def resident_kb(result: dict) -> float:
     return grown - (result.get("model_rss_kb", 0) if "searcher_init_s" in result else 0)
 
 
+def indexing_times(result: dict) -> dict[str, float]:
+    """An indexing worker's end-to-end time (model load excluded) and its encoding time."""
+    phases = result.get("phases", {})
+    return {
+        "total_s": result["index_call_s"] - phases.get("model_load_s", 0.0),
+        "encode_s": result["encode_s"] if "encode_s" in result else phases.get("encode", 0.0),
+    }
+
+
+def median_times(rounds: list[dict[str, float]]) -> tuple[float, float]:
+    """Median end-to-end and encoding time over indexing rounds."""
+    return (
+        statistics.median(r["total_s"] for r in rounds),
+        statistics.median(r["encode_s"] for r in rounds),
+    )
+
+
 def report(res: dict, args) -> None:
     n = args.passages
     ours_ix, ref_ix = res["ours_index"], res.get("ref_index")
@@ -747,15 +767,14 @@ def report(res: dict, args) -> None:
     def ratio(a, b):
         return None if (a is None or b in (None, 0)) else a / b
 
-    o_total = ours_ix["index_call_s"]
-    o_enc = ours_ix["encode_s"]
+    rounds = res["index_rounds"]
+    o_total, o_enc = median_times(rounds["ours"])
     o_peak = ours_ix["process"]["maxrss_kb"] / 1024
     o_grow = o_peak - ours_ix["rss_before_kb"]["VmRSS"] / 1024
     r_total = r_enc = r_peak = r_grow = None
     if ref_ix:
         ph = ref_ix["phases"]
-        r_total = ref_ix["index_call_s"] - ph.get("model_load_s", 0.0)
-        r_enc = ph.get("encode", 0.0)
+        r_total, r_enc = median_times(rounds["colbert-ai"])
         r_peak = ref_ix["process"]["maxrss_kb"] / 1024
         r_grow = r_peak - (ref_ix["rss_before_kb"]["VmRSS"] + ph.get("model_rss_kb", 0)) / 1024
     rows = []
@@ -782,7 +801,8 @@ def report(res: dict, args) -> None:
             )
 
     add(
-        "indexing end to end, s (encode + build; model load excluded)",
+        f"indexing end to end, s (encode + build; model load excluded; median of "
+        f"{len(rounds['ours'])} run(s))",
         o_total,
         r_total,
         "index_time",
@@ -800,6 +820,10 @@ def report(res: dict, args) -> None:
     add("whole indexing process wall, s (start-up, imports, model load included)", wall_o, wall_r)
     print(f"\n### 1. Indexing ({n} passages, random checkpoint, nbits=2)\n")
     print(table(["metric", "ours", "colbert-ai", "ours/colbert-ai", "target", "pass"], rows))
+    for side, runs in rounds.items():
+        if runs:
+            listed = ", ".join(f"{r['total_s']:.1f} (encoding {r['encode_s']:.1f})" for r in runs)
+            print(f"{side} indexing runs, s: {listed}")
     ph = ours_ix.get("phases", {})
     print(
         "\nour phases (s): "
@@ -1155,6 +1179,13 @@ def main() -> int:
         default=25,
         help="queries scored with exact=True (exhaustive; 0 skips)",
     )
+    parser.add_argument(
+        "--index-rounds",
+        type=int,
+        default=2,
+        help="with a reference: index this many times on each side, alternating, and compare "
+        "the medians (drift of a shared machine then falls on both alike)",
+    )
     parser.add_argument("--no-keep-vectors", action="store_true")
     parser.add_argument(
         "--no-import-diagnostic",
@@ -1169,6 +1200,8 @@ def main() -> int:
     parser.add_argument("--keep-tmp", action="store_true")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.index_rounds < 1:
+        parser.error("--index-rounds must be at least 1")
     if args.worker:
         spec = json.loads(Path(args.worker[0]).read_text(encoding="utf-8"))
         result = worker_index(spec) if spec["mode"] == "index" else worker_open(spec)
@@ -1252,11 +1285,10 @@ def run(args) -> int:
         "path": str(ours_path),
         "nbits": 2,
         "tag": "ours",
-        "dump": str(tmp / "random-vectors.f32"),
-        "kmeans_dir": str(tmp / "kmeans"),
     }
+    keep = {"dump": str(tmp / "random-vectors.f32"), "kmeans_dir": str(tmp / "kmeans")}
     res["load"]["ours_index"] = load()
-    res["ours_index"] = run_worker("ours", {**spec_common, **spec}, tmp)
+    res["ours_index"] = run_worker("ours", {**spec_common, **spec, **keep}, tmp)
     print(
         f"ours: indexed in {res['ours_index']['index_call_s']:.1f}s "
         f"(encoding {res['ours_index']['encode_s']:.1f}s), peak RSS "
@@ -1276,6 +1308,26 @@ def run(args) -> int:
                 flush=True,
             )
             res["ref_sizes"] = reference_sizes(Path(ri["index_path"]))
+    res["index_rounds"] = {"ours": [indexing_times(res["ours_index"])], "colbert-ai": []}
+    if res.get("ref_index"):
+        res["index_rounds"]["colbert-ai"].append(indexing_times(res["ref_index"]))
+        for r in range(1, args.index_rounds):  # again, alternating, into throw-away indexes
+            again = tmp / f"round-{r}"
+            o = run_worker("ours", {**spec_common, **spec, "path": str(again / "ours")}, tmp)
+            c = reference(
+                f"index-random-{r}",
+                ref_spec("random", "index", root=str(again), index_root=str(again / "indexes")),
+            )
+            shutil.rmtree(again, ignore_errors=True)
+            if c is None:
+                break
+            res["index_rounds"]["ours"].append(indexing_times(o))
+            res["index_rounds"]["colbert-ai"].append(indexing_times(c))
+            print(
+                f"round {r + 1}: ours indexed in {o['index_call_s']:.1f}s, colbert-ai in "
+                f"{c['index_call_s']:.1f}s; load {load()}",
+                flush=True,
+            )
 
     # 2-3. open, first answer, latency: ours then colbert-ai (warm), colbert-ai cold
     res["load"]["open"] = load()

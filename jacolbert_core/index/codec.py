@@ -403,7 +403,7 @@ class ResidualCodec:
 
         Exact: a faiss ``IndexFlatIP`` search with k=1 (blocked BLAS GEMM on all threads with
         the arg-max fused into each block of ``_FAISS_BLOCKS``, so no ``[n, C]`` score matrix is
-        materialised: one block's scores, 64 MiB, whatever ``n``); the cost of ``compress``.
+        materialised: one block's scores, at most 64 MiB, whatever ``n``); the cost of ``compress``.
         One call for all rows: 4096-row calls cost 1.45x as much (65536 rows, 8192 centroids,
         2 cores: 1.24-1.33 s against 0.86-0.92 s)."""
         x = _as_vectors(vectors, self.dim)

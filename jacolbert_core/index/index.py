@@ -7,8 +7,6 @@ snapshot of one generation and refresh it when the manifest changes.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import hashlib
 import json
 import mmap
@@ -220,7 +218,6 @@ class Index:
                 order, doclens, vectors = self._encode_to_disk(
                     passage_texts, work, batch_size, show_progress
                 )
-                release_heap()
                 snap = self._snapshot()
                 codec_name, codec, codec_vectors = (
                     manifest.codec,
@@ -634,26 +631,6 @@ def kmeans_sample(n_vectors: int, n_centroids: int, seed: int) -> np.ndarray:
     n_sample = min(n_vectors, KMEANS_POINTS_PER_CENTROID * n_centroids)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_vectors, size=n_sample, replace=False))
-
-
-def release_heap() -> None:
-    """Return the C heap's free memory to the OS (glibc's ``malloc_trim``; elsewhere a no-op).
-
-    glibc gives back only the free memory at the top of its heap; the encoder's freed
-    activations often sit below live blocks. Called between encoding and codec training,
-    where they made the heap's share of the RSS vary between runs from ~145 to ~305 MB
-    (5k passages), and with it the peak the k-means sample then adds to."""
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL(None)  # the C library the interpreter itself uses
-    except (OSError, TypeError):
-        return None
 
 
 def release_pages(array: np.ndarray) -> None:

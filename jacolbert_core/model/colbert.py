@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from jacolbert_core.config import DEFAULT_MODEL, EncodingConfig
 from jacolbert_core.errors import require_text_list
+from jacolbert_core.heap import retained_heap
 from jacolbert_core.model import checkpoint
 from jacolbert_core.model.activation import use_native_gelu
 from jacolbert_core.model.scoring import maxsim, top_k
@@ -176,7 +177,8 @@ class ColBERT(torch.nn.Module):
     ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         """Encode in length-sorted batches, yielding (positions in ``texts``, arrays).
 
-        Memory stays bounded by one batch; callers stream the arrays to disk. The only
+        Memory stays bounded by one batch; callers stream the arrays to disk. Freed batches
+        stay in the C heap for the next one until the loop ends (:func:`retained_heap`). The only
         per-collection state is the token ids, tokenized in chunks and kept as one int32
         array (4 bytes a token rather than Python lists of ints), so the global length sort,
         and with it every batch and every vector, is unchanged.
@@ -184,7 +186,7 @@ class ColBERT(torch.nn.Module):
         ids, offsets = self._document_id_table(texts)
         order = np.argsort(np.diff(offsets), kind="stable").tolist()  # = sorted(key=len)
         bar = tqdm(total=len(order), desc="Encoding", unit="doc", disable=not show_progress)
-        with torch.inference_mode(), bar:
+        with torch.inference_mode(), retained_heap(), bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = self.tokenizer.pad_documents(

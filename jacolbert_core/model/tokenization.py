@@ -1,8 +1,9 @@
 """ColBERT input construction: markers, truncation, [MASK] augmentation, punctuation skiplist.
 
-Identical to colbert-ai 0.2.22: the text is prefixed with ``". "`` and the token at
-position 1 (that ``.``) is overwritten by the query or document marker, giving
-``[CLS] [Q] tokens [SEP]`` and ``[CLS] [D] tokens [SEP]``.
+Identical to colbert-ai 0.2.22 (and PyLate): the bare text is tokenized and the query or
+document marker is inserted after ``[CLS]``, giving ``[CLS] [Q] tokens [SEP]`` and
+``[CLS] [D] tokens [SEP]``. (Older colbert-ai tokenized ``". " + text`` and overwrote the
+``.``; with MeCab that prefix can change how the start of a text is split into words.)
 """
 
 from __future__ import annotations
@@ -61,24 +62,22 @@ class ColBERTTokenizer:
 
     def _punctuation_ids(self) -> frozenset[int]:
         """First sub-token id of each ASCII punctuation character (the reference's skiplist)."""
-        ids = self.token_ids(list(string.punctuation), prefix="")
+        ids = self.token_ids(list(string.punctuation))
         return frozenset(token_ids[0] for token_ids in ids if token_ids)
 
-    def token_ids(self, texts: Sequence[str], prefix: str = ". ") -> list[list[int]]:
-        """Token ids of ``prefix + text`` without special tokens."""
-        texts = [prefix + text for text in texts]
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
+        texts = list(texts)
         if self.fast is not None:
             return self.fast.encode(texts)
         return self.hf(texts, add_special_tokens=False)["input_ids"]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Model tokens per text (no special tokens): the unit chunking budgets in."""
-        return [len(ids) for ids in self.token_ids(texts, prefix="")]
+        return [len(ids) for ids in self.token_ids(texts)]
 
     def _wrap(self, ids: list[int], limit: int, marker: int) -> list[int]:
-        wrapped = [self.cls_id, *ids[: limit - 2], self.sep_id]
-        wrapped[1] = marker
-        return wrapped
+        return [self.cls_id, marker, *ids[: limit - 3], self.sep_id]
 
     def queries(self, texts: Sequence[str]) -> TokenBatch:
         """``[CLS] [Q] q [SEP] [MASK]...``; MASKs are attended only if the config says so."""

@@ -48,8 +48,8 @@ def test_long_query_is_truncated_to_query_maxlen(tiny_model):
 def test_dynamic_query_length_in_batches(tiny_checkpoint):
     model = ColBERT.from_pretrained(tiny_checkpoint, device="cpu", query_length="dynamic")
     short, long = "京都", "返品と送料と領収書と受付時間とパスワードについて教えてください。" * 3
-    n_short = len(model.tokenizer.token_ids([short])[0]) + 2
-    n_long = len(model.tokenizer.token_ids([long])[0]) + 2
+    n_short = len(model.tokenizer.token_ids([short])[0]) + 3  # [CLS] [Q] ... [SEP]
+    n_long = len(model.tokenizer.token_ids([long])[0]) + 3
     together = model.encode_queries([short, long])
     assert [len(v) for v in together] == [
         dynamic_query_length(n_short),

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-BULK_THRESHOLD = 1 << 30  # inside retained_heap: blocks below 1 GiB come from the heap, kept
+# inside retained_heap: blocks below 1 GiB come from the heap and stay there once freed
+BULK_THRESHOLD = 1 << 30
 # after it: the values glibc's own adjustment reaches once a 32 MiB block has been freed
 SETTLED_MMAP_THRESHOLD, SETTLED_TRIM_THRESHOLD = 32 << 20, 64 << 20
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")

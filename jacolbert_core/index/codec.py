@@ -406,7 +406,7 @@ class ResidualCodec:
         the arg-max fused into each block of ``_FAISS_BLOCKS``, so no ``[n, C]`` score matrix is
         materialised: one block's scores, at most 16 MiB, whatever ``n``); the cost of ``compress``.
         One call for all rows: 4096-row calls cost 1.45x as much (65536 rows, 8192 centroids,
-        2 cores: 1.24-1.33 s against 0.86-0.92 s)."""
+        2-core EPYC: 1.24-1.33 s against 0.86-0.92 s)."""
         x = _as_vectors(vectors, self.dim)
         with _faiss_blocks():
             _, ids = self._flat_index().search(x, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from itertools import chain
@@ -177,8 +178,10 @@ class ColBERT(torch.nn.Module):
     ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         """Encode in length-sorted batches, yielding (positions in ``texts``, arrays).
 
-        Memory stays bounded by one batch; callers stream the arrays to disk. Freed batches
-        stay in the C heap for the next one until the loop ends (:func:`retained_heap`). The only
+        Memory stays bounded by one batch; callers stream the arrays to disk. With more than
+        one batch, freed batches stay in the C heap for the next one until the loop ends
+        (:func:`retained_heap`; a one-batch call, e.g. a rerank, has nothing to reuse and would
+        only fault its pages in again on the next call after the release). The only
         per-collection state is the token ids, tokenized in chunks and kept as one int32
         array (4 bytes a token rather than Python lists of ints), so the global length sort,
         and with it every batch and every vector, is unchanged.
@@ -186,7 +189,8 @@ class ColBERT(torch.nn.Module):
         ids, offsets = self._document_id_table(texts)
         order = np.argsort(np.diff(offsets), kind="stable").tolist()  # = sorted(key=len)
         bar = tqdm(total=len(order), desc="Encoding", unit="doc", disable=not show_progress)
-        with torch.inference_mode(), retained_heap(), bar:
+        bulk = retained_heap() if len(order) > batch_size else contextlib.nullcontext()
+        with torch.inference_mode(), bulk, bar:
             for start in range(0, len(order), batch_size):
                 indices = order[start : start + batch_size]
                 batch = self.tokenizer.pad_documents(

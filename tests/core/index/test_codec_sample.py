@@ -71,7 +71,7 @@ def test_add_releases_the_heap_before_training(make_index, monkeypatch) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(codec_module.ResidualCodec, "train", staticmethod(spy))
-    make_index(n=12)
+    make_index(n=48)  # more passages than one encoder batch (32)
     assert events == ["release", "train"]
 
 

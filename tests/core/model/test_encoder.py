@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -276,3 +277,19 @@ def test_missing_fugashi_names_the_packages(monkeypatch, tiny_checkpoint):
     monkeypatch.setitem(sys.modules, "fugashi", None)
     with pytest.raises(MissingDependencyError, match="pip install fugashi unidic-lite"):
         ColBERT.from_pretrained(tiny_checkpoint, device="cpu")
+
+
+def test_only_multi_batch_encoding_retains_the_heap(tiny_model, monkeypatch):
+    entered = []
+
+    @contextlib.contextmanager
+    def spy():
+        entered.append(1)
+        yield
+
+    monkeypatch.setattr(colbert_module, "retained_heap", spy)
+    texts = ["京都の紅葉の見頃はいつですか。"] * 5
+    tiny_model.encode_documents(texts, batch_size=5)  # one batch: a rerank-sized call
+    assert entered == []
+    tiny_model.encode_documents(texts, batch_size=2)  # three batches: a collection
+    assert entered == [1]

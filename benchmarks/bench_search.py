@@ -252,8 +252,8 @@ def run(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed + 1)
     sample = rng.choice(n_tokens, min(n_tokens, 1_000_000), replace=False)
     centroids = build_centroids(coll, originals, sample[:-50_000])
-    # stored as colbert-ai stores them (float16), so both libraries search the same centroids
-    centroids = centroids.astype(np.float16).astype(np.float32)
+    # float16, as both libraries store them, so both search the same centroids
+    centroids = centroids.astype(np.float16)
     heldout = (originals[sample[-50_000:]], coll.token_code[sample[-50_000:]])
     queries = coll.queries(args.queries, seed=args.seed + 2)
     print(f"generated in {time.perf_counter() - t0:.0f}s", flush=True)

@@ -203,7 +203,10 @@ class ResidualCodec:
     """Centroids and residual buckets shared by every segment of an index.
 
     Attributes:
-        centroids: ``[C, D]`` float32, L2-normalised k-means centroids.
+        centroids: ``[C, D]`` L2-normalised k-means centroids, float16 as :meth:`train`
+            makes them (colbert-ai saves its centroids in half precision too; half the memory
+            of float32, and exact: residuals are taken against the rounded centroids), or
+            float32 (given as any other float dtype, e.g. by indexes made before float16).
         bucket_cutoffs: ``[2**nbits - 1]`` float32, ascending; a residual coordinate ``r`` goes
             to bucket ``#{cutoffs < r}`` (``torch.bucketize`` with ``right=False``).
         bucket_weights: ``[2**nbits]`` float32, the value each bucket decodes to.
@@ -223,7 +226,9 @@ class ResidualCodec:
 
     def __post_init__(self) -> None:
         nbits = _check_nbits(self.nbits)
-        centroids = _frozen(self.centroids, np.float32, "centroids", 2)
+        given = np.asarray(self.centroids)
+        half = given.dtype == np.float16
+        centroids = _frozen(given, np.float16 if half else np.float32, "centroids", 2)
         n_centroids, dim = centroids.shape
         if n_centroids < 1:
             raise ValueError("centroids must contain at least one row")
@@ -298,7 +303,7 @@ class ResidualCodec:
         scale = torch.empty(len(centroids))
         max_error = max_norm = 0.0
         for start in range(0, len(centroids), _INT8_BLOCK):
-            block = centroids[start : start + _INT8_BLOCK]
+            block = centroids[start : start + _INT8_BLOCK].float()
             block_codes, block_scale = quantise_rows(block)
             codes[start : start + len(block)] = block_codes
             scale[start : start + len(block)] = block_scale
@@ -329,16 +334,17 @@ class ResidualCodec:
         """Fit centroids and residual buckets on a sample of token vectors, as ColBERTv2.
 
         The sample's rows are shuffled (``np.random.default_rng(seed).shuffle``) and the last
-        ``heldout_fraction`` of them (at most 50,000 rows) are held out;
-        faiss k-means runs on the rest and its centroids are L2-normalised. The coordinates of
-        the held-out vectors' residuals give the buckets (:func:`residual_buckets`: the
-        reference's quantiles, refined into a least-squares quantiser) and ``avg_residual``.
+        ``heldout_fraction`` of them (at most 50,000 rows) are held out; faiss k-means runs on
+        the rest and its centroids are L2-normalised and rounded to float16. The coordinates of
+        the held-out vectors' residuals (against the rounded centroids) give the buckets
+        (:func:`residual_buckets`: the reference's quantiles, refined into a least-squares
+        quantiser) and ``avg_residual``.
 
         Tiny samples (where the reference fails with fewer rows than centroids) work: when
         fewer than 32 rows would be held out, nothing is held out (k-means and statistics use
         every row), and the centroid count is clamped to the training rows. A small collection
-        indexed with its own codec is then reconstructed closely (exactly when every vector
-        is a centroid) rather than one unlucky held-out row setting large buckets for all.
+        indexed with its own codec is then reconstructed closely (to float16 rounding when every
+        vector is a centroid) rather than one unlucky held-out row setting large buckets for all.
 
         Args:
             sample: ``[n, D]`` float vectors (L2-normalised token embeddings), ``n >= 1``.
@@ -377,7 +383,7 @@ class ResidualCodec:
         k = default_num_centroids(n) if n_centroids is None else int(n_centroids)
         k = min(k, len(train_x))
 
-        centroids = _kmeans(train_x, k, kmeans_iters, seed)
+        centroids = _kmeans(train_x, k, kmeans_iters, seed).astype(np.float16)
         stats_x = heldout if len(heldout) else train_x
         provisional = cls(
             centroids=centroids,
@@ -419,7 +425,7 @@ class ResidualCodec:
             import faiss
 
             index = faiss.IndexFlatIP(self.dim)
-            index.add(self.centroids)
+            index.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
             object.__setattr__(self, "_faiss_index", index)
         return index
 

@@ -18,7 +18,7 @@ RAGatouille adds ``collection.json`` (the passage texts, by pid), ``pid_docid_ma
 
 The residual bit layout is the same as ours (see :mod:`jacolbert_core.index.codec`), so codes
 and residuals are copied as they are into one segment, and the codec is built from the
-reference's centroids (float16 -> float32), bucket cut-offs and weights. The result is a
+reference's centroids (float16, as saved), bucket cut-offs and weights. The result is a
 normal index at generation 1: ``add``, ``delete``, ``compact`` and ``search`` work on it.
 
 ``.pt`` files are read with ``torch.load(..., weights_only=True)`` only: a file that holds
@@ -269,9 +269,13 @@ def _load_failure(error: Exception) -> str:
 
 
 def _as_float(tensor: Any, path: Path, ndim: int | None = None) -> np.ndarray:
+    """The tensor's values as float32, or as float16 where saved so (colbert-ai's centroids)."""
+    import torch
+
     if not tensor.is_floating_point():
         raise PlaidImportError(f"{path} holds {tensor.dtype} values, expected floating point")
-    array = tensor.detach().to("cpu").float().numpy()
+    tensor = tensor.detach().to("cpu")
+    array = (tensor if tensor.dtype == torch.float16 else tensor.float()).numpy()
     if ndim is not None and array.ndim != ndim:
         raise PlaidImportError(f"{path} holds shape {tuple(array.shape)}, expected {ndim}-D")
     return array

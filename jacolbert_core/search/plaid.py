@@ -72,6 +72,9 @@ __all__ = [
 _BLOCK_TOKENS = 1 << 16
 _SCORE_BYTES = 1 << 19
 
+# Centroid rows per float32 product in probe where there is no int8 kernel.
+_PRODUCT_BLOCK = 1 << 12
+
 # Centroids per block in probe_cells: a query vector's n best centroids lie in the n blocks
 # whose maxima are its best, so only those blocks are searched.
 _PROBE_BLOCK = 64
@@ -277,7 +280,7 @@ def _scores_and_cells(
     if isinstance(ncells, bool) or not isinstance(ncells, (int, np.integer)) or ncells < 1:
         raise ValueError(f"ncells must be an integer >= 1, got {ncells!r}")
     if INT8_KERNEL is None:
-        return (torch.from_numpy(codec.centroids) @ torch.from_numpy(query).T).numpy(), None
+        return _float_product(codec.centroids, query), None
     centroids = codec.centroids_int8
     vectors, query_scale = _quantise_query(query)
     product = _int8_product(centroids.codes, vectors, INT8_KERNEL)
@@ -288,6 +291,17 @@ def _scores_and_cells(
     error = centroids.max_norm * np.linalg.norm(query - dequantised, axis=1)
     error += centroids.max_error * np.linalg.norm(dequantised, axis=1) + 1e-5
     return scores, _rescore_best(scores, codec.centroids, query, error, int(ncells))
+
+
+def _float_product(centroids: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``centroids @ query.T`` in float32, ``[C, q]``; float16 centroids are converted
+    ``_PRODUCT_BLOCK`` rows at a time, never all at once."""
+    rows, query_t = torch.from_numpy(centroids), torch.from_numpy(query).T
+    out = torch.empty(len(rows), len(query))
+    for start in range(0, len(rows), _PRODUCT_BLOCK):
+        block = slice(start, start + _PRODUCT_BLOCK)
+        torch.mm(rows[block].float(), query_t, out=out[block])
+    return out.numpy()
 
 
 def _quantise_query(query: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -148,7 +148,8 @@ def test_import_copies_codes_and_codec(imported, golden):
     assert snap.manifest.codec == "codec-000001"
     assert (imported.path / "codec-000001" / "codec.json").is_file()
     load = lambda name: torch.load(FIXTURE / name, map_location="cpu", weights_only=True)  # noqa: E731
-    np.testing.assert_array_equal(snap.codec.centroids, load("centroids.pt").float().numpy())
+    assert snap.codec.centroids.dtype == np.float16  # as saved: exact, and half the memory
+    np.testing.assert_array_equal(snap.codec.centroids, load("centroids.pt").numpy())
     cutoffs, weights = load("buckets.pt")
     np.testing.assert_array_equal(snap.codec.bucket_cutoffs, cutoffs.float().numpy())
     np.testing.assert_array_equal(snap.codec.bucket_weights, weights.float().numpy())

@@ -350,6 +350,8 @@ def test_probe_cells_over_blocks(n_centroids, ncells) -> None:
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_centroid_scores(data, codec, monkeypatch, kernel) -> None:
     monkeypatch.setattr(plaid, "INT8_KERNEL", kernel)
+    monkeypatch.setattr(plaid, "_PRODUCT_BLOCK", 37)  # float32 products of float16 blocks
+    assert codec.centroids.dtype == np.float16 and codec.num_centroids % 37
     query = data.query(5)
     scores_cq = plaid.centroid_scores(codec, query)
     assert scores_cq.shape == (codec.num_centroids, 5) and scores_cq.dtype == np.float32

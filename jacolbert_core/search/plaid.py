@@ -27,8 +27,8 @@ Centroid scores are laid out ``[C, q]`` (the product is twice as fast in that or
 Stages 2 and 3 take each passage's maxima over its tokens' centroid rows in one fused gather:
 the product of a sparse ``[passages, C]`` incidence matrix (CSR, a 1 where a passage holds a
 centroid) with the scores, reduced by ``amax`` instead of summed. Stage 4 scores the tokens'
-vectors a block of rows at a time and folds each block into a ``[passages, q]`` table of
-maxima with ``scatter_reduce``. The maxima are then summed over query vectors.
+vectors into a ``[tokens, q]`` table and takes the same product with the identity pattern
+(a 1 where a passage holds a token). The maxima are then summed over query vectors.
 """
 
 from __future__ import annotations
@@ -62,16 +62,18 @@ __all__ = [
 ]
 
 # Approximate and exact scoring walk the candidates' tokens in blocks of up to _BLOCK_TOKENS
-# (their row numbers, codes and kept positions: ~20 bytes a token). Exact scoring scores each
-# block a few rows at a time, so that no temporary (the decompressed [rows, D] vectors, the
-# [rows, q] token scores) exceeds _SCORE_BYTES: 1024 rows at D=128. Small temporaries stay in
-# cache, and they keep glibc from holding on to freed memory: it raises its mmap threshold to
-# the largest block freed and then serves (and retains) blocks up to that size from its heap.
-# Scoring whole 64k-token blocks (8 MiB of token scores) left ~16 MiB of heap behind after the
-# first query on 5k passages, 2 MiB temporaries ~10 MiB, 512 KiB ones ~1 MiB (2048-row steps of
-# exact scoring, 1 MiB: -3% latency at 100k passages, +3 MB after two searches on 5k). Smaller
+# (their row numbers, codes and kept positions: ~20 bytes a token). Exact scoring keeps a
+# block's [tokens, q] scores within _TOKEN_SCORE_BYTES (8192 tokens at q=32: the 64 passages
+# of a k=10 search in one block) and decompresses _SCORE_BYTES of [rows, D] vectors at a time
+# (1024 rows at D=128). Small temporaries stay in cache, and they keep glibc from holding on
+# to freed memory: it raises its mmap threshold to the largest block freed and then serves
+# (and retains) blocks up to that size from its heap. Scoring whole 64k-token blocks (8 MiB of
+# token scores) left ~16 MiB of heap behind after the first query on 5k passages, 2 MiB
+# temporaries ~10 MiB, 512 KiB ones ~1 MiB; 2048-row decompression steps: -3% latency at 100k
+# passages, +3 MB after two searches on 5k; 128k-token blocks: -0.1 ms, +0.6 MB. Smaller
 # token blocks would add a per-block overhead that shows at 100k passages.
 _BLOCK_TOKENS = 1 << 16
+_TOKEN_SCORE_BYTES = 1 << 20
 _SCORE_BYTES = 1 << 19
 
 # Centroid rows per float32 product in probe where there is no int8 kernel.
@@ -629,12 +631,14 @@ def _approximate(
 
 def _sum_of_run_maxima(scores: torch.Tensor, codes: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Per run ``j`` of codes, ``codes[ends[j]:ends[j + 1]]``: the sum over columns of the
-    maxima of its codes' rows of ``scores [C, q]``; ``-inf`` for an empty run.
+    maxima of its codes' rows of ``scores [rows, q]``; ``-inf`` for an empty run.
 
-    One fused gather-and-max, ``torch.sparse.mm`` of the CSR matrix ``[runs, C]`` that holds a
-    1 at each (run, code) with ``reduce="amax"``: no ``[tokens, q]`` temporary. Against
+    One fused gather-and-max, ``torch.sparse.mm`` of the CSR matrix ``[runs, rows]`` that holds
+    a 1 at each (run, code) with ``reduce="amax"``: no ``[codes, q]`` temporary. Against
     ``index_select`` + ``scatter_reduce`` 4096 rows at a time (100k passages, k=10): stage 2
-    1.5 -> 1.15 ms, stage 3 0.62 -> 0.20 ms, same results."""
+    1.5 -> 1.15 ms, stage 3 0.62 -> 0.20 ms, same results; in stage 4 (its ``[tokens, q]``
+    scores and ``codes = arange(tokens)``, against a ``scatter_reduce`` per 1024 rows) 1.85 ->
+    1.70 ms."""
     incidence = torch.sparse_csr_tensor(
         torch.from_numpy(ends),
         torch.from_numpy(codes.astype(np.int64)),
@@ -653,65 +657,49 @@ def _exact(
     pids: np.ndarray,
     exact_vectors: bool,
 ) -> np.ndarray:
-    out = np.full(len(pids), -np.inf, dtype=np.float32)
+    out = np.empty(len(pids), dtype=np.float32)
     lengths = offsets[pids + 1] - offsets[pids]
     use_vectors = exact_vectors and segment.vectors is not None
     query_t = torch.from_numpy(query).T
-    for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
+    block_tokens = max(1, min(_BLOCK_TOKENS, _TOKEN_SCORE_BYTES // (4 * len(query))))
+    for lo, hi in _blocks(lengths, block_tokens):
         rows = ranges(offsets[pids[lo:hi]], lengths[lo:hi])
-        if not len(rows):
-            continue
         if use_vectors:
-            token_scores = partial(_stored_rows, query_t, segment.take_vectors(rows))
+            vectors = partial(_stored_rows, segment.take_vectors(rows))
         else:
-            token_scores = partial(
-                _decompressed_rows,
-                query_t,
-                codec,
-                segment.take_codes(rows),
-                segment.take_residuals(rows),
-            )
-        owners = np.repeat(np.arange(hi - lo, dtype=np.int64), lengths[lo:hi])
-        out[lo:hi] = _sum_of_max(token_scores, owners, hi - lo, len(query), codec.dim)
+            codes, residuals = segment.take_codes(rows), segment.take_residuals(rows)
+            vectors = partial(_decompressed_rows, codec, codes, residuals)
+        ends = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(lengths[lo:hi], out=ends[1:])
+        scores = _token_scores(vectors, query_t, len(rows))
+        out[lo:hi] = _sum_of_run_maxima(scores, np.arange(len(rows)), ends)
     return out
 
 
-def _stored_rows(query_t: torch.Tensor, vectors: np.ndarray, a: int, b: int) -> torch.Tensor:
-    """Exact token scores of rows ``a:b`` of stored float16 vectors against ``query_t [D, q]``."""
-    return torch.from_numpy(vectors[a:b].astype(np.float32)) @ query_t
+def _stored_rows(vectors: np.ndarray, a: int, b: int) -> torch.Tensor:
+    """Rows ``a:b`` of stored float16 vectors, as float32."""
+    return torch.from_numpy(vectors[a:b].astype(np.float32))
 
 
 def _decompressed_rows(
-    query_t: torch.Tensor,
-    codec: ResidualCodec,
-    codes: np.ndarray,
-    residuals: np.ndarray,
-    a: int,
-    b: int,
+    codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, a: int, b: int
 ) -> torch.Tensor:
-    """Exact token scores of rows ``a:b``, decompressed, against ``query_t [D, q]``."""
-    return torch.from_numpy(codec.decompress_unchecked(codes[a:b], residuals[a:b])) @ query_t
+    """Rows ``a:b``, decompressed."""
+    return torch.from_numpy(codec.decompress_unchecked(codes[a:b], residuals[a:b]))
 
 
-def _sum_of_max(
-    token_scores: Callable[[int, int], torch.Tensor],
-    owners: np.ndarray,
-    n_passages: int,
-    n_query: int,
-    row_width: int,
-) -> np.ndarray:
-    """Per passage ``p``: the sum over query vectors of the maximum over the token rows
-    ``owners == p``, ``-inf`` for a passage without rows. ``token_scores(a, b)`` gives the
-    ``[b - a, q]`` scores of rows ``a:b``; it is called for as many rows at a time as keep its
-    widest temporary (``row_width`` float32 values a row) within ``_SCORE_BYTES``."""
-    maxima = torch.full((n_passages, n_query), -torch.inf)
-    owners_t = torch.from_numpy(owners)
-    step = max(1, _SCORE_BYTES // (4 * max(row_width, n_query)))
-    for a in range(0, len(owners), step):
-        b = min(a + step, len(owners))
-        block = token_scores(a, b)
-        maxima.scatter_reduce_(0, owners_t[a:b, None].expand_as(block), block, "amax")
-    return maxima.sum(dim=1).numpy()
+def _token_scores(
+    vectors: Callable[[int, int], torch.Tensor], query_t: torch.Tensor, n_rows: int
+) -> torch.Tensor:
+    """``[n_rows, q]`` exact token scores against ``query_t [D, q]``, ``vectors(a, b)`` giving
+    the float32 vectors of rows ``a:b``; as many rows at a time as keep those vectors within
+    ``_SCORE_BYTES``."""
+    scores = torch.empty(n_rows, query_t.shape[1])
+    step = max(1, _SCORE_BYTES // (4 * query_t.shape[0]))
+    for a in range(0, n_rows, step):
+        b = min(a + step, n_rows)
+        torch.mm(vectors(a, b), query_t, out=scores[a:b])
+    return scores
 
 
 def _top_indices(scores: np.ndarray, n: int) -> np.ndarray:

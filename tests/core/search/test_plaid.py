@@ -241,9 +241,11 @@ def test_blocks_do_not_change_results(data, codec, segment, vector_segment, monk
     whole = plaid.exhaustive_search(codec, segment, query, 50)
     approx = [plaid.approximate_scores(segment, scores_cq, pids, t) for t in (None, 0.3)]
     stored = plaid.exhaustive_search(codec, vector_segment, query, 50, exact_vectors=True)
-    for block, score_bytes in ((7, 1 << 19), (1 << 16, 2000), (7, 1)):
+    blocks = ((7, 1 << 20, 1 << 19), (1 << 16, 1 << 20, 2000), (1 << 16, 600, 1 << 19), (7, 1, 1))
+    for block, token_score_bytes, score_bytes in blocks:
         # several passages per block, or one; each block's tokens scored a few rows at a time
         monkeypatch.setattr(plaid, "_BLOCK_TOKENS", block)
+        monkeypatch.setattr(plaid, "_TOKEN_SCORE_BYTES", token_score_bytes)
         monkeypatch.setattr(plaid, "_SCORE_BYTES", score_bytes)
         assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
         assert_same(

@@ -18,6 +18,7 @@ from jacolbert_core.errors import require_text_list
 from jacolbert_core.heap import retained_heap
 from jacolbert_core.model import checkpoint
 from jacolbert_core.model.activation import use_native_gelu
+from jacolbert_core.model.bert_forward import bert_forward, supports
 from jacolbert_core.model.scoring import maxsim, top_k
 from jacolbert_core.model.tokenization import ColBERTTokenizer, TokenBatch
 
@@ -49,6 +50,8 @@ class ColBERT(torch.nn.Module):
     ):
         super().__init__()
         self.backbone = backbone
+        # inference on a plain BERT skips transformers' per-call overhead (bert_forward.py)
+        self.lean_inference = supports(backbone)
         self.linear = linear
         self.tokenizer = tokenizer
         self.name = name
@@ -136,7 +139,10 @@ class ColBERT(torch.nn.Module):
     def _project(self, batch: TokenBatch) -> torch.Tensor:
         input_ids = batch.input_ids.to(self.device)
         attention = batch.attention_mask.to(self.device)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention)[0]
+        if self.lean_inference and not (torch.is_grad_enabled() or self.backbone.training):
+            hidden = bert_forward(self.backbone, input_ids, attention)
+        else:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention)[0]
         return self.linear(hidden)
 
     def query_vectors(self, batch: TokenBatch) -> torch.Tensor:

@@ -10,7 +10,7 @@ from jacolbert_core.model import colbert as colbert_module
 from jacolbert_core.model.bert_forward import bert_forward, supports
 
 
-def _batches(model: ColBERT, corpus: list[dict]):
+def _batches(model: ColBERT, corpus: list[dict]) -> dict:
     texts = [doc["text"] for doc in corpus[:6]]
     documents = model.tokenizer.pad_documents(model.tokenizer.document_ids(texts))
     queries = model.tokenizer.queries(["京都の紅葉", "東京駅から一番近い美術館はどこですか", "短"])
@@ -34,7 +34,7 @@ def test_hidden_states_equal_the_transformers_forward(tiny_checkpoint, corpus, q
                 assert torch.equal(bert_forward(model.backbone, one_ids, one_mask), alone)
 
 
-def test_only_inference_takes_the_lean_path(tiny_model, corpus, monkeypatch):
+def test_only_inference_takes_the_lean_path(tiny_model, monkeypatch):
     calls = []
 
     def counting(*args):
@@ -45,12 +45,17 @@ def test_only_inference_takes_the_lean_path(tiny_model, corpus, monkeypatch):
     expected = tiny_model.encode_queries(["京都の紅葉"])[0]
     assert len(calls) == 1
     batch = tiny_model.tokenizer.queries(["京都の紅葉"])
-    with torch.enable_grad():  # training: transformers' forward, gradients flow
-        vectors = tiny_model.query_vectors(batch)
-        vectors.sum().backward()
+    try:
+        with torch.enable_grad():  # training: transformers' forward, gradients flow
+            vectors = tiny_model.query_vectors(batch)
+            vectors.sum().backward()
+        assert tiny_model.linear.weight.grad is not None
+        tiny_model.train()  # dropout on, even without gradients
+        with torch.inference_mode():
+            tiny_model.query_vectors(batch)
+    finally:
+        tiny_model.eval().zero_grad(set_to_none=True)
     assert len(calls) == 1
-    assert tiny_model.linear.weight.grad is not None
-    tiny_model.linear.weight.grad = None
     torch.testing.assert_close(vectors[0, : len(expected)].detach().numpy(), expected)
 
 

@@ -38,7 +38,11 @@ FORMAT_NAME = "jacolbert-residual-codec"
 FORMAT_VERSION = 1
 SUPPORTED_NBITS = (1, 2, 4)
 
-_COMPRESS_CHUNK = 1 << 13  # vectors per compress/decompress chunk (cache-sized blocks)
+_COMPRESS_CHUNK = 1 << 13  # vectors per compress chunk (cache-sized blocks)
+# vectors whose centroids decompression adds and normalises at a time: its float16 gather of
+# centroid rows stays at 256 KiB (D=128), which glibc serves from memory its heap already
+# holds; search's 4096-row steps with a 1 MiB gather grew the heap by ~1-2 MB more
+_DECOMPRESS_CHUNK = 1 << 10
 # faiss's exhaustive search (assignment, and each k-means iteration) multiplies blocks of
 # queries by blocks of centroids with BLAS and reduces each block's scores. Assigning 65536
 # rows to 8192 centroids at D=128 on 2 cores: faiss's default blocks (4096 x 1024) take
@@ -483,16 +487,27 @@ class ResidualCodec:
             raise ValueError(f"codes must lie in [0, {self.num_centroids}), got out-of-range ids")
         return self.decompress_unchecked(codes_arr, packed)
 
-    def decompress_unchecked(self, codes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    def decompress_unchecked(
+        self, codes: np.ndarray, residuals: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """:meth:`decompress` without its argument checks, for rows read from a segment of
         this codec (integer ``codes [n]``, uint8 ``residuals [n, bytes_per_vector]``); an
         out-of-range code still raises (torch's gather checks it). Search decompresses a few
-        thousand rows a query in steps of ~1k, where the checks cost ~15% of the work."""
+        thousand rows a query, where the checks cost ~15% of the work. With ``out`` (float32
+        ``[>= n, D]``, C-contiguous) the vectors are written into its first n rows, which are
+        returned."""
         n = len(residuals)
-        out = np.take(self._byte_table, residuals, axis=0).reshape(n, self.dim)
+        if out is None:
+            out = np.empty((n, self.dim), dtype=np.float32)
+        out = out[:n]
+        # a byte indexes the 256 rows of the table, always in range: "clip" lets numpy write
+        # into ``out`` directly (with "raise" it gathers into a temporary first)
+        table = self._byte_table
+        buckets = out.reshape(residuals.shape + table.shape[1:])  # [n, bytes, values a byte]
+        np.take(table, residuals, axis=0, out=buckets, mode="clip")
         result, centroids = torch.from_numpy(out), torch.from_numpy(self.centroids)
-        for start in range(0, n, _COMPRESS_CHUNK):  # numpy's byte-table gather: 2x torch's
-            stop = min(start + _COMPRESS_CHUNK, n)
+        for start in range(0, n, _DECOMPRESS_CHUNK):  # numpy's byte-table gather: 2x torch's
+            stop = min(start + _DECOMPRESS_CHUNK, n)
             block = result[start:stop]
             block += centroids.index_select(0, torch.from_numpy(codes[start:stop]).long())
             block /= torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)

@@ -412,6 +412,7 @@ def test_chunked_compress_and_decompress_agree(
     codes, packed = codec.compress(queries)
     recon = codec.decompress(codes, packed)
     monkeypatch.setattr(codec_module, "_COMPRESS_CHUNK", 333)
+    monkeypatch.setattr(codec_module, "_DECOMPRESS_CHUNK", 7)
     codes2, packed2 = codec.compress(queries)
     np.testing.assert_array_equal(codes2, codes)
     np.testing.assert_array_equal(packed2, packed)
@@ -579,10 +580,17 @@ def test_decompress_unchecked_equals_decompress(
     np.testing.assert_array_equal(
         codec.decompress_unchecked(small, packed), codec.decompress(codes, packed)
     )
+    for nbits, each in codecs.items():  # into the first rows of a larger buffer
+        codes, packed = each.compress(queries)
+        out = np.full((len(codes) + 5, each.dim), 7.0, dtype=np.float32)
+        got = each.decompress_unchecked(codes, packed, out)
+        assert np.shares_memory(got, out) and got.shape == (len(codes), each.dim), nbits
+        np.testing.assert_array_equal(got, each.decompress(codes, packed))
+        assert (out[len(codes) :] == 7.0).all()
     bad = codes.copy()
-    bad[3] = codec.num_centroids
+    bad[3] = codecs[4].num_centroids
     with pytest.raises(IndexError):  # unchecked, but not unsafe
-        codec.decompress_unchecked(bad, packed)
+        codecs[4].decompress_unchecked(bad, packed)
 
 
 @pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]])

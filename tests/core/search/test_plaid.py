@@ -7,6 +7,7 @@ passages; the whole pipeline against exhaustive exact MaxSim.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -241,12 +242,12 @@ def test_blocks_do_not_change_results(data, codec, segment, vector_segment, monk
     whole = plaid.exhaustive_search(codec, segment, query, 50)
     approx = [plaid.approximate_scores(segment, scores_cq, pids, t) for t in (None, 0.3)]
     stored = plaid.exhaustive_search(codec, vector_segment, query, 50, exact_vectors=True)
-    blocks = ((7, 1 << 20, 1 << 19), (1 << 16, 1 << 20, 2000), (1 << 16, 600, 1 << 19), (7, 1, 1))
-    for block, token_score_bytes, score_bytes in blocks:
+    blocks = ((7, 1 << 20, 4096), (1 << 16, 1 << 20, 3), (1 << 16, 600, 4096), (7, 1, 1))
+    for block, token_score_bytes, rows in blocks:
         # several passages per block, or one; each block's tokens scored a few rows at a time
         monkeypatch.setattr(plaid, "_BLOCK_TOKENS", block)
         monkeypatch.setattr(plaid, "_TOKEN_SCORE_BYTES", token_score_bytes)
-        monkeypatch.setattr(plaid, "_SCORE_BYTES", score_bytes)
+        monkeypatch.setattr(plaid, "_DECOMPRESS_ROWS", rows)
         assert_same(plaid.exhaustive_search(codec, segment, query, 50), whole)
         assert_same(
             plaid.exhaustive_search(codec, vector_segment, query, 50, exact_vectors=True), stored
@@ -254,6 +255,27 @@ def test_blocks_do_not_change_results(data, codec, segment, vector_segment, monk
         for threshold, expected in zip((None, 0.3), approx, strict=True):
             got = plaid.approximate_scores(segment, scores_cq, pids, threshold)
             np.testing.assert_array_equal(got, expected)
+
+
+def test_each_thread_decompresses_into_a_buffer_of_its_own(data, codec, segment) -> None:
+    query = data.query(8)
+    expected = plaid.exhaustive_search(codec, segment, query, 20)
+    buffer = plaid._BUFFERS.vectors_for(codec.dim)
+    assert buffer.shape == (plaid._DECOMPRESS_ROWS, codec.dim)
+    assert plaid._BUFFERS.vectors_for(codec.dim) is buffer  # kept between searches
+    others: list[np.ndarray] = []
+
+    def search_in_a_thread() -> None:
+        assert_same(plaid.exhaustive_search(codec, segment, query, 20), expected)
+        others.append(plaid._BUFFERS.vectors_for(codec.dim))
+
+    threads = [threading.Thread(target=search_in_a_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(others) == 2 and not any(np.shares_memory(o, buffer) for o in others)
+    assert not np.shares_memory(*others)
 
 
 # ---------------------------------------------------------------------- full pipeline

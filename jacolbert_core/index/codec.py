@@ -499,6 +499,17 @@ class ResidualCodec:
         n = len(residuals)
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
+        elif not (
+            out.dtype == np.float32
+            and out.flags.c_contiguous
+            and out.ndim == 2
+            and out.shape[0] >= n
+            and out.shape[1] == self.dim
+        ):
+            raise ValueError(
+                f"out must be a C-contiguous float32 array of shape [>= {n}, {self.dim}], "
+                f"got {out.dtype} {out.shape}"
+            )
         out = out[:n]
         # a byte indexes the 256 rows of the table, always in range: "clip" lets numpy write
         # into ``out`` directly (with "raise" it gathers into a temporary first)

@@ -587,6 +587,9 @@ def test_decompress_unchecked_equals_decompress(
         assert np.shares_memory(got, out) and got.shape == (len(codes), each.dim), nbits
         np.testing.assert_array_equal(got, each.decompress(codes, packed))
         assert (out[len(codes) :] == 7.0).all()
+    for bad_out in (out[:3], out[:, :-1], out.astype(np.float64), np.asfortranarray(out)):
+        with pytest.raises(ValueError, match="out must be"):  # a reshape would copy it
+            codecs[4].decompress_unchecked(codes, packed, bad_out)
     bad = codes.copy()
     bad[3] = codecs[4].num_centroids
     with pytest.raises(IndexError):  # unchecked, but not unsafe

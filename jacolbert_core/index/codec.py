@@ -511,13 +511,14 @@ class ResidualCodec:
                 f"got {out.dtype} {out.shape}"
             )
         out = out[:n]
-        # a byte indexes the 256 rows of the table, always in range: "clip" lets numpy write
-        # into ``out`` directly (with "raise" it gathers into a temporary first)
+        # numpy's byte-table gather (2x torch's); a byte indexes the 256 rows of the table,
+        # always in range: "clip" lets numpy write into ``out`` directly (with "raise" it
+        # gathers into a temporary first)
         table = self._byte_table
         buckets = out.reshape(residuals.shape + table.shape[1:])  # [n, bytes, values a byte]
         np.take(table, residuals, axis=0, out=buckets, mode="clip")
         result, centroids = torch.from_numpy(out), torch.from_numpy(self.centroids)
-        for start in range(0, n, _DECOMPRESS_CHUNK):  # numpy's byte-table gather: 2x torch's
+        for start in range(0, n, _DECOMPRESS_CHUNK):
             stop = min(start + _DECOMPRESS_CHUNK, n)
             block = result[start:stop]
             block += centroids.index_select(0, torch.from_numpy(codes[start:stop]).long())

@@ -50,8 +50,6 @@ class ColBERT(torch.nn.Module):
     ):
         super().__init__()
         self.backbone = backbone
-        # inference on a plain BERT skips transformers' per-call overhead (bert_forward.py)
-        self.lean_inference = supports(backbone)
         self.linear = linear
         self.tokenizer = tokenizer
         self.name = name
@@ -59,6 +57,12 @@ class ColBERT(torch.nn.Module):
     @property
     def config(self) -> EncodingConfig:
         return self.tokenizer.config
+
+    @property
+    def lean_inference(self) -> bool:
+        """Whether inference skips transformers' per-call overhead (:mod:`.bert_forward`):
+        true for a plain BERT backbone, i.e. every JaColBERT checkpoint."""
+        return supports(self.backbone)
 
     @property
     def device(self) -> torch.device:
@@ -139,7 +143,7 @@ class ColBERT(torch.nn.Module):
     def _project(self, batch: TokenBatch) -> torch.Tensor:
         input_ids = batch.input_ids.to(self.device)
         attention = batch.attention_mask.to(self.device)
-        if self.lean_inference and not (torch.is_grad_enabled() or self.backbone.training):
+        if not (torch.is_grad_enabled() or self.backbone.training) and self.lean_inference:
             hidden = bert_forward(self.backbone, input_ids, attention)
         else:
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention)[0]

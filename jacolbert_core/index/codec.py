@@ -151,23 +151,26 @@ def residual_buckets(
 
 
 class Int8Centroids(NamedTuple):
-    """The centroids quantised to int8 row by row (:func:`quantise_rows`), with the two
-    maxima that bound the error of a product with them (``plaid.probe``)."""
+    """The centroids quantised to int8 with one scale for every row, with the two maxima that
+    bound the error of a product with them (``plaid.probe``). One scale, not one per row:
+    oneDNN's int8 product takes a single scale for this operand and applies it in the
+    kernel, which then writes the float32 scores directly."""
 
-    codes: torch.Tensor  # [C, D] int8: centroids ~= codes * scale[:, None]
-    scale: torch.Tensor  # [C] float32
+    codes: torch.Tensor  # [C, D] int8: centroids ~= codes * scale
+    scale: float
     max_error: float  # max over rows of ||centroid - codes * scale|| (L2)
     max_norm: float  # max over rows of ||centroid|| (L2)
 
 
-def quantise_rows(x: torch.Tensor, levels: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 quantisation per row: ``(round(x / scale[:, None]) as int8, scale)``
-    with ``scale = max |x_row| / levels`` (codes within ``+-levels``, at most 127; a zero row
-    gets a tiny scale and all-zero codes)."""
+def quantise_rows(x: np.ndarray, levels: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 quantisation per row of float32 ``x [n, D]``: ``(codes, scale)`` with
+    ``x ~= codes * scale[:, None]``, ``scale = max |x_row| / levels`` (codes within
+    ``+-levels``, at most 127; a zero row gets a tiny scale and all-zero codes)."""
     if not 1 <= levels <= 127:
         raise ValueError(f"levels must lie in [1, 127], got {levels}")
-    scale = (x.abs().amax(dim=1) / levels).clamp_(min=1e-30)
-    return torch.round(x / scale[:, None]).to(torch.int8), scale
+    scale = np.abs(x).max(axis=1) / np.float32(levels)
+    np.maximum(scale, np.float32(1e-30), out=scale)
+    return np.rint(x / scale[:, None]).astype(np.int8), scale
 
 
 def _check_dim(dim: int) -> None:
@@ -296,22 +299,26 @@ class ResidualCodec:
 
     @cached_property
     def centroids_int8(self) -> Int8Centroids:
-        """The centroids quantised to int8, row by row, made on first use and kept: the
-        operand of the int8 centroid product in search (``plaid.probe``).
+        """The centroids quantised to int8 (one scale: the largest coordinate is +-127), made
+        on first use and kept: the operand of the int8 centroid product in search
+        (``plaid.probe``).
 
         Made block by block: whole-matrix float temporaries (4 of them, each 4x the int8
         codes) stayed in glibc's heap after the first query, +11 MB of resident memory at
         8k centroids."""
         centroids = torch.from_numpy(self.centroids)
+        starts = range(0, len(centroids), _INT8_BLOCK)
+        largest = max(
+            (float(centroids[s : s + _INT8_BLOCK].abs().amax()) for s in starts), default=0
+        )
+        scale = max(largest, 1e-30) / 127
         codes = torch.empty(centroids.shape, dtype=torch.int8)
-        scale = torch.empty(len(centroids))
         max_error = max_norm = 0.0
-        for start in range(0, len(centroids), _INT8_BLOCK):
+        for start in starts:
             block = centroids[start : start + _INT8_BLOCK].float()
-            block_codes, block_scale = quantise_rows(block)
+            block_codes = torch.round(block / scale).to(torch.int8)
             codes[start : start + len(block)] = block_codes
-            scale[start : start + len(block)] = block_scale
-            error = torch.linalg.vector_norm(block - block_codes * block_scale[:, None], dim=1)
+            error = torch.linalg.vector_norm(block - block_codes * scale, dim=1)
             max_error = max(max_error, float(error.max()))
             max_norm = max(max_norm, float(torch.linalg.vector_norm(block, dim=1).max()))
         return Int8Centroids(codes, scale, max_error, max_norm)

@@ -112,61 +112,91 @@ def _spend_sparse_warning() -> None:
 _spend_sparse_warning()
 
 
-# Query codes of the "onednn" product keep 7 bits: without VNNI, oneDNN sums pairs of
-# unsigned x signed byte products in int16, which saturates beyond 2 * 255 * 63.
-_ONEDNN_QUERY_LEVELS = 63
+# Query codes of the "onednn" product keep 7 bits where 8 would not be exact: without VNNI,
+# oneDNN sums pairs of unsigned x signed byte products in int16, which saturates beyond
+# 2 * 255 * 63.
+_ONEDNN_SAFE_LEVELS = 63
 
 
-def _int8_kernel() -> str | None:
-    """The int8 matrix product :func:`probe` uses, decided once at import (``None``: float32).
-
-    ``"int_mm"`` (``torch._int_mm``) where the CPU has VNNI dot-product instructions;
-    otherwise, on x86 CPUs with AVX2 or AVX-512, ``"onednn"`` (oneDNN's quantised linear
-    layer) if it multiplies exactly here (:func:`_onednn_is_exact`): at 34k centroids on 2
-    AVX2 cores without VNNI it takes ~2 ms a query (packing the query included) against
-    float32's 3.0-3.8 (``torch._int_mm`` there: 61 ms).
-    """
-    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
-    if hasattr(torch, "_int_mm") and bool(vnni()):
-        return "int_mm"
-    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") and _onednn_is_exact():
-        return "onednn"
+def _onednn_levels() -> int | None:
+    """The query code range at which oneDNN's int8 product is exact here
+    (:func:`_onednn_is_exact`): 127 (with VNNI or AMX), else 63; ``None`` where it is missing
+    or rounds at both, and on CPUs other than x86 with AVX2 or AVX-512."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    for levels in (127, _ONEDNN_SAFE_LEVELS):
+        if _onednn_is_exact(levels):
+            return levels
     return None
 
 
-def _int8_product(codes: torch.Tensor, vectors: torch.Tensor, kernel: str) -> torch.Tensor:
-    """Exact ``codes @ vectors.T`` as float32 ``[C, q]`` for int8 ``codes [C, D]`` and int8
-    ``vectors [q, D]`` (within ``+-_ONEDNN_QUERY_LEVELS`` for ``"onednn"``)."""
-    if kernel != "onednn":
+def _int8_kernel(onednn_levels: int | None) -> str | None:
+    """The int8 matrix product :func:`probe` uses (``None``: float32), given
+    :func:`_onednn_levels`; decided once at import.
+
+    ``"onednn"`` (oneDNN's quantised linear layer) where it multiplies exactly: it applies
+    both operands' scales in the kernel and writes float32 scores, where ``torch._int_mm``
+    writes int32 sums that take two more passes over the ``[C, q]`` table (34k centroids,
+    AMX: 0.49 against 0.9 ms with the scaling, the whole 100k-passage search -4%; on 2 AVX2
+    cores without VNNI ~2 ms a query against float32's 3.0-3.8 and ``torch._int_mm``'s 61).
+    ``"int_mm"`` where the CPU has VNNI dot-product instructions and oneDNN is missing or
+    exact only on 7-bit query codes.
+    """
+    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    vnni = hasattr(torch, "_int_mm") and bool(vnni())
+    if onednn_levels == 127 or (onednn_levels is not None and not vnni):
+        return "onednn"
+    return "int_mm" if vnni else None
+
+
+def _int8_scores(
+    codes: torch.Tensor,
+    scale: float,
+    vectors: torch.Tensor,
+    vector_scale: torch.Tensor,
+    kernel: str,
+) -> torch.Tensor:
+    """``(codes @ vectors.T) * scale * vector_scale`` as float32 ``[C, q]``, for int8
+    ``codes [C, D]`` and int8 ``vectors [q, D]`` (within the kernel's query code range), the
+    product exact in int32 before the scaling."""
+    if kernel == "int_mm":
         product = torch._int_mm(codes, vectors.T.contiguous())
         # converted in place (each element from its own int32): one [C, q] buffer, not two.
         # Freeing two per query let glibc trim its heap and the next query page-fault ~2k
         # fresh pages (100k passages, 34k centroids: probe 0.9 -> 3-4 ms in a search loop)
-        return product.view(torch.float32).copy_(product)
+        return product.view(torch.float32).copy_(product).mul_(vector_scale * scale)
     n = len(vectors)
     weight = torch.ops.onednn.qlinear_prepack(vectors, None)
-    # unit scales, zero offsets, float32 output: the int32 sums, exact below 2**24
+    # float32 output, no zero points: the int32 sums times scale * vector_scale[j]
     return torch.ops.onednn.qlinear_pointwise(
-        codes, 1.0, 0, weight, torch.ones(n), torch.zeros(n, dtype=torch.long), None,
+        codes, scale, 0, weight, vector_scale, torch.zeros(n, dtype=torch.long), None,
         1.0, 0, torch.float32, "none", [], "",
     )  # fmt: skip
 
 
-def _onednn_is_exact() -> bool:
+def _onednn_is_exact(levels: int) -> bool:
     """True when oneDNN's product equals the exact one on extreme operands (full-range codes
-    against query codes at +-_ONEDNN_QUERY_LEVELS); False where it is missing or rounds."""
-    full, half = 127, _ONEDNN_QUERY_LEVELS
+    against query codes at +-levels); False where it is missing or rounds."""
+    full = 127
     codes = torch.tensor([[full, -full] * 32, [-full] * 64, [full] * 64], dtype=torch.int8)
-    vectors = torch.tensor([[half] * 64, [-half] * 64, [half, -half] * 32], dtype=torch.int8)
+    vectors = torch.tensor(
+        [[levels] * 64, [-levels] * 64, [levels, -levels] * 32], dtype=torch.int8
+    )
     try:
-        product = _int8_product(codes, vectors, "onednn")
+        product = _int8_scores(codes, 1.0, vectors, torch.ones(3), "onednn")
     except (AttributeError, NotImplementedError, RuntimeError):
         return False
     return torch.equal(product, (codes.long() @ vectors.long().T).float())
 
 
-# Which int8 product probe uses (see _int8_kernel); None multiplies in float32.
-INT8_KERNEL = _int8_kernel()
+# oneDNN's exact query code range here, and the int8 product probe uses (None: float32).
+_ONEDNN_LEVELS = _onednn_levels()
+INT8_KERNEL = _int8_kernel(_ONEDNN_LEVELS)
+
+
+def _query_levels() -> int:
+    """The range of query codes that :data:`INT8_KERNEL` multiplies exactly."""
+    return (_ONEDNN_LEVELS or _ONEDNN_SAFE_LEVELS) if INT8_KERNEL == "onednn" else 127
 
 
 @dataclass(frozen=True)
@@ -269,13 +299,13 @@ def probe(codec: ResidualCodec, query: np.ndarray, ncells: int = 1) -> Probe:
     """Centroid scores ``codec.centroids @ query.T`` and the probed cells of one query; compute
     it once per query and pass it to the search of every segment.
 
-    Where the CPU multiplies int8 fast (:data:`INT8_KERNEL`) centroids and query vectors are
-    quantised to int8 row by row (:func:`quantise_rows`), multiplied exactly in int32 and
-    scaled back: the largest cost of a search then falls by 3.5x with VNNI (100k passages,
-    34k centroids, 2 cores: 3.6 -> 1.0 ms per query), by 1.5x with oneDNN on AVX2 (5.5 -> 3.6
-    ms; the whole search 12.2 -> 9.7 ms). Those scores differ from float32 ones by ~6e-4 on
-    average, at most ~4e-3 (unit vectors, D=128; about twice that with oneDNN's 7-bit query
-    codes), so every score
+    Where the CPU multiplies int8 fast (:data:`INT8_KERNEL`) the centroids (one scale for all,
+    :attr:`ResidualCodec.centroids_int8`) and the query vectors (row by row,
+    :func:`quantise_rows`) are quantised to int8, multiplied exactly in int32 and scaled back:
+    the largest cost of a search then falls by 3.5x with VNNI (100k passages, 34k centroids,
+    2 cores: 3.6 -> 1.0 ms per query), by 1.5x with oneDNN on AVX2 (5.5 -> 3.6 ms; the whole
+    search 12.2 -> 9.7 ms). Those scores differ from float32 ones by ~9e-4 on average, at most
+    ~6e-3 (unit vectors, D=128; more with oneDNN's 7-bit query codes), so every score
     that may be among its query vector's ``ncells`` best is recomputed in float32
     (:func:`_rescore_best`), and the cells are picked among those: stage 1 probes the cells
     float32 scores pick (up to float32 rounding). That matters: k-means leaves near-duplicate
@@ -305,15 +335,22 @@ def _scores_and_cells(
     if INT8_KERNEL is None:
         return _float_product(codec.centroids, query), None
     centroids = codec.centroids_int8
-    vectors, query_scale = _quantise_query(query)
-    product = _int8_product(centroids.codes, vectors, INT8_KERNEL)
-    scores = product.mul_(centroids.scale[:, None]).mul_(query_scale).numpy()
+    vectors, query_scale = quantise_rows(query, _query_levels())
+    scores = _int8_scores(
+        centroids.codes, centroids.scale, torch.from_numpy(vectors),
+        torch.from_numpy(query_scale), INT8_KERNEL,
+    ).numpy()  # fmt: skip
     # with c', q' the dequantised rows: |c.q - c'.q'| = |c.(q - q') + (c - c').q'|
     #   <= |c| |q - q'| + |c - c'| |q'|, plus float32 rounding of the scaling
-    dequantised = (vectors * query_scale[:, None]).numpy()
-    error = centroids.max_norm * np.linalg.norm(query - dequantised, axis=1)
-    error += centroids.max_error * np.linalg.norm(dequantised, axis=1) + 1e-5
+    dequantised = vectors * query_scale[:, None]
+    error = centroids.max_norm * _norms(query - dequantised)
+    error += centroids.max_error * _norms(dequantised) + 1e-5
     return scores, _rescore_best(scores, codec.centroids, query, error, int(ncells))
+
+
+def _norms(x: np.ndarray) -> np.ndarray:
+    """L2 norms of the rows of ``x``."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
 def _float_product(centroids: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -325,12 +362,6 @@ def _float_product(centroids: np.ndarray, query: np.ndarray) -> np.ndarray:
         block = slice(start, start + _PRODUCT_BLOCK)
         torch.mm(rows[block].float(), query_t, out=out[block])
     return out.numpy()
-
-
-def _quantise_query(query: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`quantise_rows` of the query vectors, to the levels :data:`INT8_KERNEL` takes."""
-    levels = _ONEDNN_QUERY_LEVELS if INT8_KERNEL == "onednn" else 127
-    return quantise_rows(torch.from_numpy(query), levels)
 
 
 def search_segment(

@@ -557,16 +557,15 @@ def test_constructor_rejects_unsorted_cutoffs() -> None:
 def test_centroids_int8_block_by_block(codecs: dict[int, ResidualCodec], monkeypatch) -> None:
     import torch
 
-    from jacolbert_core.index.codec import quantise_rows
-
     codec = dataclasses.replace(codecs[2])  # a fresh codec: centroids_int8 is cached
     monkeypatch.setattr(codec_module, "_INT8_BLOCK", 7)  # blocks, and a short last one
     assert codec.num_centroids % 7
     codes, scale, max_error, max_norm = codec.centroids_int8
     centroids = torch.from_numpy(codec.centroids).float()
-    whole_codes, whole_scale = quantise_rows(centroids)
-    assert torch.equal(codes, whole_codes) and torch.equal(scale, whole_scale)
-    error = torch.linalg.vector_norm(centroids - whole_codes * whole_scale[:, None], dim=1)
+    assert scale == pytest.approx(float(centroids.abs().max()) / 127, rel=1e-6)
+    assert codes.dtype == torch.int8 and int(codes.abs().max()) == 127  # one scale for all
+    assert torch.equal(codes, torch.round(centroids / scale).to(torch.int8))
+    error = torch.linalg.vector_norm(centroids - codes * scale, dim=1)
     assert max_error == pytest.approx(float(error.max()), rel=1e-6) and max_error > 0
     assert max_norm == pytest.approx(float(torch.linalg.vector_norm(centroids, dim=1).max()))
 

@@ -28,7 +28,7 @@ KERNELS = [
     pytest.param(
         "onednn",
         marks=pytest.mark.skipif(
-            not plaid._onednn_is_exact(), reason="oneDNN's int8 product is missing or inexact"
+            plaid._ONEDNN_LEVELS is None, reason="oneDNN's int8 product is missing or inexact"
         ),
     ),
 ]
@@ -338,7 +338,8 @@ def test_search_with_stored_vectors(data, codec, vector_segment) -> None:
 
 @pytest.mark.parametrize("ncells", [1, 2, 7])
 def test_probe_cells(data, codec, ncells) -> None:
-    scores_cq = plaid.centroid_scores(codec, data.query(9))
+    # the scores probe picks from: its column's n best are float32 (no int8 ties among them)
+    scores_cq = plaid.centroid_scores(codec, data.query(9), ncells)
     np.testing.assert_array_equal(
         plaid.probe_cells(scores_cq, ncells), brute_cells(scores_cq, ncells)
     )
@@ -385,10 +386,9 @@ def test_centroid_scores(data, codec, monkeypatch, kernel) -> None:
         np.testing.assert_allclose(scores_cq, exact, rtol=1e-5, atol=1e-6)
         return
     # the int8 product: exact on the quantised rows, within quantisation error of float32
-    (c8, c_scale, *_), (q8, q_scale) = codec.centroids_int8, plaid._quantise_query(query)
-    c_scale, q_scale = c_scale.numpy().astype(np.float64), q_scale.numpy().astype(np.float64)
-    quantised = (c8.numpy().astype(np.int64) @ q8.numpy().astype(np.int64).T).astype(np.float64)
-    approx = quantised * c_scale[:, None] * q_scale
+    (c8, c_scale, *_), (q8, q_scale) = codec.centroids_int8, quantised_query(query)
+    quantised = (c8.numpy().astype(np.int64) @ q8.astype(np.int64).T).astype(np.float64)
+    approx = quantised * c_scale * q_scale.astype(np.float64)
     # ... but for the entries that may be a column's best (ncells=1), recomputed in float32
     rescored = ~np.isclose(scores_cq, approx, rtol=1e-6, atol=0)
     np.testing.assert_allclose(scores_cq[rescored], exact[rescored], rtol=1e-5, atol=1e-6)
@@ -396,8 +396,8 @@ def test_centroid_scores(data, codec, monkeypatch, kernel) -> None:
     assert rescored[best, np.arange(5)].all() and not rescored.all()
     # |q.c - q'.c'| <= |q|_1 |c - c'|_inf + |c|_1 |q - q'|_inf + D |c - c'|_inf |q - q'|_inf
     q_l1, c_l1 = np.abs(query).sum(axis=1), np.abs(codec.centroids).sum(axis=1)[:, None]
-    bound = 0.5 * c_scale[:, None] * q_l1 + 0.5 * q_scale * c_l1
-    bound += 0.25 * codec.dim * c_scale[:, None] * q_scale
+    bound = 0.5 * c_scale * q_l1 + 0.5 * q_scale * c_l1
+    bound += 0.25 * codec.dim * c_scale * q_scale
     assert np.all(np.abs(scores_cq - exact) <= bound + 1e-6)
     assert np.abs(scores_cq - exact).max() < 1e-2
 
@@ -426,59 +426,84 @@ def test_int8_centroid_scores_probe_the_float32_cells(codec, monkeypatch, kernel
     # the rest keeps its int8 approximation (within quantisation error)
     assert np.abs(scores - exact).max() < 1e-2
     c8, c_scale, *_ = near.centroids_int8
-    (q8, q_scale) = plaid._quantise_query(query)
-    approx = (c8.long() @ q8.long().T).double().numpy()
-    approx *= c_scale.numpy()[:, None] * q_scale.numpy()
+    (q8, q_scale) = quantised_query(query)
+    approx = (c8.numpy().astype(np.int64) @ q8.astype(np.int64).T).astype(np.float64)
+    approx *= c_scale * q_scale
     if ncells <= 7:
         assert np.mean(np.isclose(scores, approx, rtol=1e-6, atol=0)) > 0.5
     with pytest.raises(ValueError, match="ncells"):
         plaid.centroid_scores(near, query, 0)
 
 
+def quantised_query(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The query codes and scales probe multiplies with the patched INT8_KERNEL."""
+    return quantise_rows(np.ascontiguousarray(query, dtype=np.float32), plaid._query_levels())
+
+
 def test_quantise_rows() -> None:
-    x = torch.tensor([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]])
+    x = np.array([[0.5, -1.0, 0.25], [0.0, 0.0, 0.0], [3.0, 1.0, -2.0]], dtype=np.float32)
     codes, scale = quantise_rows(x)
-    assert codes.dtype == torch.int8 and scale.dtype == torch.float32
-    assert codes.abs().amax(dim=1).tolist() == [127, 0, 127]  # each row spans the range
-    np.testing.assert_allclose((codes * scale[:, None]).numpy(), x.numpy(), atol=3.0 / 254)
+    assert codes.dtype == np.int8 and scale.dtype == np.float32
+    assert np.abs(codes).max(axis=1).tolist() == [127, 0, 127]  # each row spans the range
+    np.testing.assert_allclose(codes * scale[:, None], x, atol=3.0 / 254)
     codes, scale = quantise_rows(x, levels=63)
-    assert codes.abs().amax(dim=1).tolist() == [63, 0, 63]
-    np.testing.assert_allclose((codes * scale[:, None]).numpy(), x.numpy(), atol=3.0 / 126)
+    assert np.abs(codes).max(axis=1).tolist() == [63, 0, 63]
+    np.testing.assert_allclose(codes * scale[:, None], x, atol=3.0 / 126)
     for levels in (0, 128):
         with pytest.raises(ValueError, match="levels"):
             quantise_rows(x, levels)
 
 
 @pytest.mark.parametrize("kernel", KERNELS[1:])
-def test_int8_product_is_exact(kernel) -> None:
+def test_int8_scores_are_exact_products_scaled(monkeypatch, kernel) -> None:
     # full-range centroid codes against query codes at the kernel's levels, D = 128
+    monkeypatch.setattr(plaid, "INT8_KERNEL", kernel)
     rng = np.random.default_rng(1)
-    levels = plaid._ONEDNN_QUERY_LEVELS if kernel == "onednn" else 127
+    levels = plaid._query_levels()
     # 2000 x 32 results: above torch's grain, so a conversion in place runs on several threads
     codes = torch.from_numpy(rng.integers(-127, 128, (2000, 128), dtype=np.int8))
     codes[:3] = 127  # whole rows at the extremes, the sums that saturate int16 pairs
     vectors = torch.from_numpy(rng.integers(-levels, levels + 1, (32, 128), dtype=np.int8))
     vectors[0], vectors[1] = levels, -levels
-    product = plaid._int8_product(codes, vectors, kernel)
+    exact = (codes.long() @ vectors.long().T).float()
+    product = plaid._int8_scores(codes, 1.0, vectors, torch.ones(32), kernel)
     assert product.dtype == torch.float32 and product.shape == (2000, 32)
-    torch.testing.assert_close(product, (codes.long() @ vectors.long().T).float(), rtol=0, atol=0)
+    torch.testing.assert_close(product, exact, rtol=0, atol=0)
+    # the scales: one for the codes, one per query vector
+    vector_scale = torch.from_numpy(rng.uniform(1e-3, 1e-2, 32).astype(np.float32))
+    scaled = plaid._int8_scores(codes, 0.004, vectors, vector_scale, kernel)
+    torch.testing.assert_close(scaled, exact * 0.004 * vector_scale, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize(
-    ("vnni", "capability", "onednn_exact", "expected"),
+    ("vnni", "onednn_levels", "expected"),
     [
-        (True, "AVX512", True, "int_mm"),
-        (False, "AVX2", True, "onednn"),
-        (False, "AVX512", True, "onednn"),
-        (False, "AVX2", False, None),  # oneDNN missing or inexact: float32
-        (False, "DEFAULT", True, None),  # not x86 with AVX2: float32
+        (True, 127, "onednn"),  # scales applied in the kernel
+        (False, 127, "onednn"),
+        (True, 63, "int_mm"),  # full 8-bit query codes
+        (False, 63, "onednn"),  # AVX2 without VNNI
+        (True, None, "int_mm"),  # oneDNN missing or inexact
+        (False, None, None),  # float32
     ],
 )
-def test_int8_kernel_choice(monkeypatch, vnni, capability, onednn_exact, expected) -> None:
+def test_int8_kernel_choice(monkeypatch, vnni, onednn_levels, expected) -> None:
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni, raising=False)
+    assert plaid._int8_kernel(onednn_levels) == expected
+
+
+@pytest.mark.parametrize(
+    ("capability", "exact_at", "expected"),
+    [
+        ("AVX512", (127, 63), 127),
+        ("AVX2", (63,), 63),
+        ("AVX2", (), None),
+        ("DEFAULT", (127, 63), None),  # not x86 with AVX2
+    ],
+)
+def test_onednn_levels(monkeypatch, capability, exact_at, expected) -> None:
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(plaid, "_onednn_is_exact", lambda: onednn_exact)
-    assert plaid._int8_kernel() == expected
+    monkeypatch.setattr(plaid, "_onednn_is_exact", lambda levels: levels in exact_at)
+    assert plaid._onednn_levels() == expected
 
 
 @pytest.mark.parametrize("ncells", [1, 3])

@@ -247,8 +247,10 @@ class Segment:
         return np.asarray(self.ivf)[rows].astype(np.int64, copy=False)
 
     def take_codes(self, rows: np.ndarray) -> np.ndarray:
-        """Centroid ids of token rows ``rows`` (an integer array), in the stored dtype."""
-        return np.take(self.codes, rows)
+        """Centroid ids of token rows ``rows`` (an integer array of the segment's row numbers:
+        search derives them from the passage offsets; out-of-range ones are clipped, not
+        checked), in the stored dtype."""
+        return np.take(self.codes, rows, mode="clip")
 
     def take_residuals(self, rows: np.ndarray) -> np.ndarray:
         """Packed residuals of token rows ``rows``, uint8 ``[len(rows), D*nbits/8]``."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from jacolbert_core.index.codec import ResidualCodec, quantise_rows
-from jacolbert_core.index.segment import Segment, ranges
+from jacolbert_core.index.segment import CorruptIndexError, Segment, ranges
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
@@ -657,11 +657,17 @@ def _approximate(
     for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         block = lengths[lo:hi]
         codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))
+        if len(codes) and codes.max() >= len(scores_cq):  # the product below would not check
+            raise CorruptIndexError(
+                f"segment {segment.name} holds centroid codes beyond the codec's "
+                f"{len(scores_cq)} centroids: its codes file is corrupted; restore the index "
+                "from a backup or rebuild it"
+            )
         ends = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(block, out=ends[1:])
         if kept_centroids is not None:
             # a few % to most of the tokens; each passage's run of them found by bisection
-            kept = np.flatnonzero(np.take(kept_centroids, codes))
+            kept = np.flatnonzero(np.take(kept_centroids, codes, mode="clip"))  # (in range)
             codes, ends = codes.take(kept), np.searchsorted(kept, ends)
         out[lo:hi] = _sum_of_run_maxima(scores, codes, ends)
     return out

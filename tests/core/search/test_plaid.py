@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from jacolbert_core.index.codec import ResidualCodec, quantise_rows
-from jacolbert_core.index.segment import Segment
+from jacolbert_core.index.segment import CorruptIndexError, Segment
 from jacolbert_core.search import plaid
 from jacolbert_core.search.plaid import SearchParams
 
@@ -331,6 +331,17 @@ def test_search_with_stored_vectors(data, codec, vector_segment) -> None:
         search(codec, vector_segment, query, 10, params),
         plaid.exhaustive_search(codec, vector_segment, query, 10),
     )
+
+
+@pytest.mark.parametrize("threshold", [0.3, -np.inf])  # stage 2, and stage 3 alone
+def test_corrupted_codes_are_an_error_not_a_wild_read(data, codec, segment, threshold) -> None:
+    # a code beyond the codec's centroids would index past the centroid scores
+    bad = np.array(segment.codes)
+    bad[len(bad) // 2 :] = codec.num_centroids + 5
+    corrupted = dataclasses.replace(segment, codes=bad)
+    params = SearchParams(ncells=4, centroid_score_threshold=threshold, ndocs=8)
+    with pytest.raises(CorruptIndexError, match="codes file is corrupted"):
+        search(codec, corrupted, data.query(9), 1, params)
 
 
 # ---------------------------------------------------------------------- stages

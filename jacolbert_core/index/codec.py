@@ -39,11 +39,12 @@ FORMAT_VERSION = 1
 SUPPORTED_NBITS = (1, 2, 4)
 
 _COMPRESS_CHUNK = 1 << 13  # vectors per compress chunk (cache-sized blocks)
-# vectors whose centroids decompression adds and normalises at a time: search's steps of 4096
-# rows (plaid._DECOMPRESS_ROWS) in one go, a float16 gather of 1 MiB at D=128. Against
-# 1024-row chunks (7 fewer rounds of 7 operations a step), a 100k-passage search -3 to -4%
-# (same-process A/B); RSS after opening a 5k-passage index and one query +0.5-1.5 MB.
-_DECOMPRESS_CHUNK = 1 << 12
+# vectors whose centroids decompression adds and normalises at a time: search's steps of 6144
+# rows (plaid._DECOMPRESS_ROWS) in one go, a float16 gather of 1.5 MiB at D=128. Against
+# 1024-row chunks (fewer rounds of 7 operations a step), a 100k-passage search -3 to -4%
+# (same-process A/B, 4096-row steps); RSS after opening a 5k-passage index and one query
+# +0.5-1.5 MB.
+_DECOMPRESS_CHUNK = 6144
 # faiss's exhaustive search (assignment, and each k-means iteration) multiplies blocks of
 # queries by blocks of centroids with BLAS and reduces each block's scores. Assigning 65536
 # rows to 8192 centroids at D=128 on 2 cores: faiss's default blocks (4096 x 1024) take

@@ -32,6 +32,7 @@ __all__ = [
     "default_num_centroids",
     "quantise_rows",
     "residual_buckets",
+    "row_norms",
 ]
 
 FORMAT_NAME = "jacolbert-residual-codec"
@@ -39,12 +40,11 @@ FORMAT_VERSION = 1
 SUPPORTED_NBITS = (1, 2, 4)
 
 _COMPRESS_CHUNK = 1 << 13  # vectors per compress chunk (cache-sized blocks)
-# vectors whose centroids decompression adds and normalises at a time: search's steps of 6144
-# rows (plaid._DECOMPRESS_ROWS) in one go, a float16 gather of 1.5 MiB at D=128. Against
-# 1024-row chunks (fewer rounds of 7 operations a step), a 100k-passage search -3 to -4%
-# (same-process A/B, 4096-row steps); RSS after opening a 5k-passage index and one query
-# +0.5-1.5 MB.
-_DECOMPRESS_CHUNK = 6144
+# vectors whose centroids decompression adds and normalises at a time when it allocates its
+# output: the float16 gather of centroid rows stays at 256 KiB (D=128). Given ``out=``, the
+# caller has bounded the rows (search: plaid._DECOMPRESS_ROWS) and they go in one step: fewer
+# rounds of ~7 operations (100k passages: -3 to -4% against 1024-row rounds).
+_DECOMPRESS_CHUNK = 1 << 10
 # faiss's exhaustive search (assignment, and each k-means iteration) multiplies blocks of
 # queries by blocks of centroids with BLAS and reduces each block's scores. Assigning 65536
 # rows to 8192 centroids at D=128 on 2 cores: faiss's default blocks (4096 x 1024) take
@@ -180,9 +180,14 @@ def _check_dim(dim: int) -> None:
         raise ValueError(f"vector dim must be a positive multiple of 8, got {dim}")
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """L2 norms of the rows of ``x [n, D]``."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
 def _l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in place (rows of norm < eps are divided by eps)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms = row_norms(x)
     np.maximum(norms, eps, out=norms)
     x /= norms[:, None]
     return x
@@ -504,10 +509,12 @@ class ResidualCodec:
         out-of-range code still raises (torch's gather checks it). Search decompresses a few
         thousand rows a query, where the checks cost ~15% of the work. With ``out`` (float32
         ``[>= n, D]``, C-contiguous) the vectors are written into its first n rows, which are
-        returned."""
+        returned, all n in one step (the caller bounds n)."""
         n = len(residuals)
+        step = max(n, 1)
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
+            step = _DECOMPRESS_CHUNK
         elif not (
             out.dtype == np.float32
             and out.flags.c_contiguous
@@ -527,8 +534,8 @@ class ResidualCodec:
         buckets = out.reshape(residuals.shape + table.shape[1:])  # [n, bytes, values a byte]
         np.take(table, residuals, axis=0, out=buckets, mode="clip")
         result, centroids = torch.from_numpy(out), torch.from_numpy(self.centroids)
-        for start in range(0, n, _DECOMPRESS_CHUNK):
-            stop = min(start + _DECOMPRESS_CHUNK, n)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
             block = result[start:stop]
             block += centroids.index_select(0, torch.from_numpy(codes[start:stop]).long())
             block /= torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)

@@ -43,7 +43,7 @@ from functools import cached_property, partial
 import numpy as np
 import torch
 
-from jacolbert_core.index.codec import ResidualCodec, quantise_rows
+from jacolbert_core.index.codec import ResidualCodec, quantise_rows, row_norms
 from jacolbert_core.index.segment import CorruptIndexError, Segment, ranges
 
 __all__ = [
@@ -82,7 +82,8 @@ _TOKEN_SCORE_BYTES = 1 << 20
 # stage 4 (-0.2 ms) and 3.5% less in the search, for +0.9-2.0 MB of RSS after opening a
 # 5k-passage index and one query (fresh 4096-row temporaries instead of the buffer: +4-5 MB).
 # 6144 rows hold the ~4.3k tokens of that search's 64 finalists in one step: another -3 to -4%
-# (same-process A/B), RSS after opening the 5k-passage index unchanged (21.7-22.2 MB).
+# (same-process A/B), RSS after opening the 5k-passage index unchanged (21.7-22.2 MB). Each step
+# is decompressed in one go (ResidualCodec.decompress_unchecked with out=).
 _DECOMPRESS_ROWS = 6144
 
 # Centroid rows per float32 product in probe where there is no int8 kernel.
@@ -145,8 +146,8 @@ def _int8_kernel(onednn_levels: int | None) -> str | None:
     ``"int_mm"`` where the CPU has VNNI dot-product instructions and oneDNN is missing or
     exact only on 7-bit query codes.
     """
-    vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
-    vnni = hasattr(torch, "_int_mm") and bool(vnni())
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    vnni = hasattr(torch, "_int_mm") and bool(has_vnni())
     if onednn_levels == 127 or (onednn_levels is not None and not vnni):
         return "onednn"
     return "int_mm" if vnni else None
@@ -346,14 +347,9 @@ def _scores_and_cells(
     # with c', q' the dequantised rows: |c.q - c'.q'| = |c.(q - q') + (c - c').q'|
     #   <= |c| |q - q'| + |c - c'| |q'|, plus float32 rounding of the scaling
     dequantised = vectors * query_scale[:, None]
-    error = centroids.max_norm * _norms(query - dequantised)
-    error += centroids.max_error * _norms(dequantised) + 1e-5
+    error = centroids.max_norm * row_norms(query - dequantised)
+    error += centroids.max_error * row_norms(dequantised) + 1e-5
     return scores, _rescore_best(scores, codec.centroids, query, error, int(ncells))
-
-
-def _norms(x: np.ndarray) -> np.ndarray:
-    """L2 norms of the rows of ``x``."""
-    return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
 def _float_product(centroids: np.ndarray, query: np.ndarray) -> np.ndarray:

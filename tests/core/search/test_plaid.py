@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -487,19 +488,35 @@ def test_int8_scores_are_exact_products_scaled(monkeypatch, kernel) -> None:
 
 
 @pytest.mark.parametrize(
-    ("vnni", "onednn_levels", "expected"),
+    ("vnni", "amx", "onednn_levels", "expected"),
     [
-        (True, 127, "onednn"),  # scales applied in the kernel
-        (False, 127, "onednn"),
-        (True, 63, "int_mm"),  # full 8-bit query codes
-        (False, 63, "onednn"),  # AVX2 without VNNI
-        (True, None, "int_mm"),  # oneDNN missing or inexact
-        (False, None, None),  # float32
+        (True, True, 127, ["onednn", "int_mm"]),  # AMX: scales applied in the kernel
+        (True, False, 127, ["int_mm", "onednn"]),  # AVX-512 VNNI: oneDNN's reference kernel
+        (True, True, 63, ["int_mm", "onednn"]),  # full 8-bit query codes
+        (False, False, 63, ["onednn"]),  # AVX2 without VNNI
+        (False, False, 127, ["onednn"]),
+        (True, False, None, ["int_mm"]),  # oneDNN missing or inexact
+        (False, False, None, []),  # float32
     ],
 )
-def test_int8_kernel_choice(monkeypatch, vnni, onednn_levels, expected) -> None:
+def test_int8_kernels(monkeypatch, vnni, amx, onednn_levels, expected) -> None:
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni, raising=False)
-    assert plaid._int8_kernel(onednn_levels) == expected
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert plaid._int8_kernels(onednn_levels) == expected
+
+
+def test_pick_kernel_skips_slow_kernels(monkeypatch) -> None:
+    # a kernel that falls back to a slow path inside its library is passed over
+
+    def scores(codes, scale, vectors, vector_scale, kernel):
+        if kernel == "slow":
+            time.sleep(0.02)  # oneDNN's reference kernel takes ~11 ms on these operands
+        return (codes.float() @ vectors.float().T) * scale * vector_scale
+
+    monkeypatch.setattr(plaid, "_int8_scores", scores)
+    assert plaid._runs_fast("fast") and not plaid._runs_fast("slow")
+    assert plaid._pick_kernel(["slow", "fast"]) == "fast"
+    assert plaid._pick_kernel(["slow"]) is None and plaid._pick_kernel([]) is None
 
 
 @pytest.mark.parametrize(

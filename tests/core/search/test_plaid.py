@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -509,9 +508,11 @@ def test_pick_kernel_skips_slow_kernels(monkeypatch) -> None:
     # a kernel that falls back to a slow path inside its library is passed over
 
     def scores(codes, scale, vectors, vector_scale, kernel):
-        if kernel == "slow":
-            time.sleep(0.02)  # oneDNN's reference kernel takes ~11 ms on these operands
-        return (codes.float() @ vectors.float().T) * scale * vector_scale
+        # "slow" takes 300x float32's time (oneDNN's reference kernel: ~700x), so a loaded
+        # machine slows it down as much as the float32 product it is compared with
+        for _ in range(300 if kernel == "slow" else 1):
+            product = codes.float() @ vectors.float().T
+        return product * scale * vector_scale
 
     monkeypatch.setattr(plaid, "_int8_scores", scores)
     assert plaid._runs_fast("fast") and not plaid._runs_fast("slow")

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,57 +134,29 @@ def _onednn_levels() -> int | None:
     return None
 
 
-def _int8_kernels(onednn_levels: int | None) -> list[str]:
-    """The int8 matrix products :func:`probe` may use here, best first, given
-    :func:`_onednn_levels` (:func:`_pick_kernel` takes the first that runs fast).
+def _int8_kernel(onednn_levels: int | None) -> str | None:
+    """The int8 matrix product :func:`probe` uses (``None``: float32), given
+    :func:`_onednn_levels`; decided once at import.
 
     ``"onednn"`` (oneDNN's quantised linear layer) applies both operands' scales in the kernel
     and writes float32 scores, where ``torch._int_mm`` writes int32 sums that take two more
-    passes over the ``[C, q]`` table. It comes first with AMX (34k centroids: 0.49 against
-    0.9 ms with the scaling, the whole 100k-passage search -4%) and on AVX2 without VNNI
-    (~2 ms a query against float32's 3.0-3.8 and ``torch._int_mm``'s 61). ``"int_mm"`` comes
-    first on CPUs with VNNI dot-product instructions but no AMX: there oneDNN's layer with
-    signed codes runs its reference kernel (2-core AMD EPYC with AVX-512 VNNI: 1.5 s a query;
-    with codes offset to unsigned 4-8% slower than ``torch._int_mm`` over the whole search).
+    passes over the ``[C, q]`` table. It is used where it multiplies exactly and fast: with
+    AMX (34k centroids: 0.49 against 0.9 ms with the scaling, the whole 100k-passage search
+    -4%) and on CPUs without AVX-512 (AVX2 without VNNI: ~2 ms a query against float32's
+    3.0-3.8 and ``torch._int_mm``'s 61). On AVX-512 CPUs without AMX it runs its reference
+    kernel with signed codes (2-core AMD EPYC with AVX-512 VNNI: 1.5 s a query; the same with
+    oneDNN limited to AVX-512 without VNNI), so there ``"int_mm"`` serves where the CPU has
+    VNNI dot-product instructions (with codes offset to unsigned, oneDNN was 4-8% slower over
+    the whole search), and float32 where it has not. Decided by the CPU's features, not by
+    timing: a timed check at import picked float32 while another process loaded both cores.
     """
     has_vnni = getattr(torch.cpu, "_is_vnni_supported", lambda: False)
     has_amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    vnni = hasattr(torch, "_int_mm") and bool(has_vnni())
-    kernels = ["onednn"] if onednn_levels is not None else []
-    if vnni:
-        onednn_first = onednn_levels == 127 and bool(has_amx())
-        kernels = [*kernels, "int_mm"] if onednn_first else ["int_mm", *kernels]
-    return kernels
-
-
-def _runs_fast(kernel: str) -> bool:
-    """True unless ``kernel`` multiplies a small block more than 10x slower than float32 does,
-    plus 0.2 ms for timer noise (best of 3 after a warm-up): a guard against a slow fallback
-    inside a library, e.g. oneDNN's reference kernel (these operands: ~11 ms against
-    float32's ~15 us)."""
-    generator = torch.Generator().manual_seed(0)
-    codes = torch.randint(-127, 128, (256, 128), dtype=torch.int8, generator=generator)
-    vectors = torch.randint(-63, 64, (32, 128), dtype=torch.int8, generator=generator)
-    floats, floats_t = codes.float(), vectors.float().T
-    ones = torch.ones(len(vectors))
-
-    def best_of_3(product: Callable[[], torch.Tensor]) -> float:
-        product()
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    int8 = best_of_3(lambda: _int8_scores(codes, 1.0, vectors, ones, kernel))
-    return int8 <= 10 * best_of_3(lambda: torch.mm(floats, floats_t)) + 2e-4
-
-
-def _pick_kernel(kernels: list[str]) -> str | None:
-    """The first of ``kernels`` (:func:`_int8_kernels`) that :func:`_runs_fast`, else
-    ``None`` (float32)."""
-    return next((kernel for kernel in kernels if _runs_fast(kernel)), None)
+    has_avx512 = getattr(torch.cpu, "_is_avx512_supported", lambda: True)  # unknown: assume so
+    onednn_fast = bool(has_amx()) or not has_avx512()
+    if onednn_levels is not None and onednn_fast:
+        return "onednn"
+    return "int_mm" if hasattr(torch, "_int_mm") and bool(has_vnni()) else None
 
 
 def _int8_scores(
@@ -230,7 +201,7 @@ def _onednn_is_exact(levels: int) -> bool:
 
 # oneDNN's exact query code range here, and the int8 product probe uses (None: float32).
 _ONEDNN_LEVELS = _onednn_levels()
-INT8_KERNEL = _pick_kernel(_int8_kernels(_ONEDNN_LEVELS))
+INT8_KERNEL = _int8_kernel(_ONEDNN_LEVELS)
 
 
 def _query_levels() -> int:

@@ -487,37 +487,22 @@ def test_int8_scores_are_exact_products_scaled(monkeypatch, kernel) -> None:
 
 
 @pytest.mark.parametrize(
-    ("vnni", "amx", "onednn_levels", "expected"),
+    ("avx512", "vnni", "amx", "onednn_levels", "expected"),
     [
-        (True, True, 127, ["onednn", "int_mm"]),  # AMX: scales applied in the kernel
-        (True, False, 127, ["int_mm", "onednn"]),  # AVX-512 VNNI: oneDNN's reference kernel
-        (True, True, 63, ["int_mm", "onednn"]),  # full 8-bit query codes
-        (False, False, 63, ["onednn"]),  # AVX2 without VNNI
-        (False, False, 127, ["onednn"]),
-        (True, False, None, ["int_mm"]),  # oneDNN missing or inexact
-        (False, False, None, []),  # float32
+        (True, True, True, 127, "onednn"),  # AMX: scales applied in the kernel
+        (True, True, False, 127, "int_mm"),  # oneDNN runs its reference kernel there
+        (True, False, False, 127, None),  # ... also without VNNI: float32
+        (True, True, True, None, "int_mm"),  # oneDNN missing or inexact
+        (False, False, False, 63, "onednn"),  # AVX2 without VNNI: 7-bit query codes
+        (False, False, False, 127, "onednn"),  # AVX2 with AVX-VNNI
+        (False, False, False, None, None),  # oneDNN missing or inexact, or not x86
     ],
 )
-def test_int8_kernels(monkeypatch, vnni, amx, onednn_levels, expected) -> None:
+def test_int8_kernel_choice(monkeypatch, avx512, vnni, amx, onednn_levels, expected) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: avx512, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    assert plaid._int8_kernels(onednn_levels) == expected
-
-
-def test_pick_kernel_skips_slow_kernels(monkeypatch) -> None:
-    # a kernel that falls back to a slow path inside its library is passed over
-
-    def scores(codes, scale, vectors, vector_scale, kernel):
-        # "slow" takes 300x float32's time (oneDNN's reference kernel: ~700x), so a loaded
-        # machine slows it down as much as the float32 product it is compared with
-        for _ in range(300 if kernel == "slow" else 1):
-            product = codes.float() @ vectors.float().T
-        return product * scale * vector_scale
-
-    monkeypatch.setattr(plaid, "_int8_scores", scores)
-    assert plaid._runs_fast("fast") and not plaid._runs_fast("slow")
-    assert plaid._pick_kernel(["slow", "fast"]) == "fast"
-    assert plaid._pick_kernel(["slow"]) is None and plaid._pick_kernel([]) is None
+    assert plaid._int8_kernel(onednn_levels) == expected
 
 
 @pytest.mark.parametrize(

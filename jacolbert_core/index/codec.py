@@ -511,10 +511,9 @@ class ResidualCodec:
         ``[>= n, D]``, C-contiguous) the vectors are written into its first n rows, which are
         returned, all n in one step (the caller bounds n)."""
         n = len(residuals)
-        step = max(n, 1)
+        step = _DECOMPRESS_CHUNK if out is None else max(n, 1)  # rows added per round
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
-            step = _DECOMPRESS_CHUNK
         elif not (
             out.dtype == np.float32
             and out.flags.c_contiguous

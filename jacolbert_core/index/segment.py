@@ -249,8 +249,18 @@ class Segment:
     def take_codes(self, rows: np.ndarray) -> np.ndarray:
         """Centroid ids of token rows ``rows`` (an integer array of the segment's row numbers:
         search derives them from the passage offsets; out-of-range ones are clipped, not
-        checked), in the stored dtype."""
-        return np.take(self.codes, rows, mode="clip")
+        checked), in the stored dtype, each checked to lie in ``[0, n_centroids)``: search
+        multiplies with them through torch's sparse product, which does not check its column
+        indices (a corrupted codes file made it read past the centroid scores)."""
+        codes = np.take(self.codes, rows, mode="clip")
+        signed = codes.dtype.kind == "i"
+        if len(codes) and (codes.max() >= self.n_centroids or (signed and codes.min() < 0)):
+            raise CorruptIndexError(
+                f"segment {self.name} holds centroid codes outside its {self.n_centroids} "
+                "centroids: its codes file is corrupted; restore the index from a backup or "
+                "rebuild it"
+            )
+        return codes
 
     def take_residuals(self, rows: np.ndarray) -> np.ndarray:
         """Packed residuals of token rows ``rows``, uint8 ``[len(rows), D*nbits/8]``."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from jacolbert_core.index.codec import ResidualCodec, quantise_rows, row_norms
-from jacolbert_core.index.segment import CorruptIndexError, Segment, ranges
+from jacolbert_core.index.segment import Segment, ranges
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
@@ -651,6 +651,11 @@ def _approximate(
     """Centroid-only MaxSim of ``pids`` over the tokens whose centroid reaches ``threshold``
     against some query vector (all tokens for ``None``); ``probed`` (the probe of
     ``scores_cq``) supplies those centroid maxima once per query instead of once per call."""
+    if segment.n_centroids > len(scores_cq):  # the product below does not check its codes
+        raise ValueError(
+            f"segment {segment.name} has {segment.n_centroids} centroids but the scores cover "
+            f"{len(scores_cq)}; was the segment built with this codec?"
+        )
     scores = torch.from_numpy(scores_cq)
     kept_centroids = None
     if threshold is not None and threshold > -np.inf:
@@ -660,13 +665,7 @@ def _approximate(
     lengths = offsets[pids + 1] - offsets[pids]
     for lo, hi in _blocks(lengths, _BLOCK_TOKENS):
         block = lengths[lo:hi]
-        codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))
-        if len(codes) and codes.max() >= len(scores_cq):  # the product below would not check
-            raise CorruptIndexError(
-                f"segment {segment.name} holds centroid codes beyond the codec's "
-                f"{len(scores_cq)} centroids: its codes file is corrupted; restore the index "
-                "from a backup or rebuild it"
-            )
+        codes = segment.take_codes(ranges(offsets[pids[lo:hi]], block))  # < n_centroids
         ends = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(block, out=ends[1:])
         if kept_centroids is not None:

@@ -334,14 +334,30 @@ def test_search_with_stored_vectors(data, codec, vector_segment) -> None:
 
 
 @pytest.mark.parametrize("threshold", [0.3, -np.inf])  # stage 2, and stage 3 alone
-def test_corrupted_codes_are_an_error_not_a_wild_read(data, codec, segment, threshold) -> None:
-    # a code beyond the codec's centroids would index past the centroid scores
-    bad = np.array(segment.codes)
-    bad[len(bad) // 2 :] = codec.num_centroids + 5
+@pytest.mark.parametrize("bad_code", ["beyond", "negative"])
+def test_corrupted_codes_are_an_error_not_a_wild_read(
+    data, codec, segment, threshold, bad_code
+) -> None:
+    # a code outside the codec's centroids would index past the centroid scores
+    bad = np.array(segment.codes, dtype=np.int32)  # int32: the dtype of > 65536 centroids
+    bad[len(bad) // 2 :] = codec.num_centroids + 5 if bad_code == "beyond" else -3
     corrupted = dataclasses.replace(segment, codes=bad)
     params = SearchParams(ncells=4, centroid_score_threshold=threshold, ndocs=8)
     with pytest.raises(CorruptIndexError, match="codes file is corrupted"):
         search(codec, corrupted, data.query(9), 1, params)
+    # stage 4 and exhaustive scoring read the same codes: the same error
+    last = np.array([corrupted.n_passages - 1])
+    with pytest.raises(CorruptIndexError, match="codes file is corrupted"):
+        plaid.exact_scores(codec, corrupted, data.query(9), last)
+    with pytest.raises(CorruptIndexError, match="codes file is corrupted"):
+        plaid.exhaustive_search(codec, corrupted, data.query(9), 3)
+
+
+def test_scores_of_another_codec_are_refused(data, codec, segment) -> None:
+    # fewer centroid scores than the segment has centroids: its codes could index past them
+    scores_cq = plaid.centroid_scores(codec, data.query(4))[:-1]
+    with pytest.raises(ValueError, match="built with this codec"):
+        plaid.approximate_scores(segment, scores_cq, np.arange(segment.n_passages))
 
 
 # ---------------------------------------------------------------------- stages

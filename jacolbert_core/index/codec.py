@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -51,6 +54,9 @@ _DECOMPRESS_CHUNK = 1 << 10
 # 0.78 s, 2048 x 8192 (64 MiB of scores) 0.85 s, 512 x 8192 (16 MiB) 0.67 s on an AVX-512
 # Xeon; on a 2-core EPYC the default ran at ~70 GFLOPS and wide blocks at ~105-120.
 _FAISS_BLOCKS = (512, 8192)
+# The OpenBLAS core (kernel set) that faiss's bundled OpenBLAS is told to use, by torch's CPU
+# capability (see _faiss).
+_OPENBLAS_CORES = {"AVX512": "SkylakeX", "AVX2": "Haswell"}
 _INT8_BLOCK = 1 << 10  # centroids quantised to int8 at a time (512 KiB float32 blocks at D=128)
 _MAX_HELDOUT = 50_000  # the reference caps the held-out split here too
 _MIN_HELDOUT = 32  # a smaller held-out split is not worth it: fit and measure on all rows
@@ -440,9 +446,7 @@ class ResidualCodec:
         """A faiss inner-product index over the centroids, built once per codec."""
         index = self.__dict__.get("_faiss_index")
         if index is None:
-            import faiss
-
-            index = faiss.IndexFlatIP(self.dim)
+            index = _faiss().IndexFlatIP(self.dim)
             index.add(np.ascontiguousarray(self.centroids, dtype=np.float32))
             object.__setattr__(self, "_faiss_index", index)
         return index
@@ -600,8 +604,7 @@ def _kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
 
     Each iteration is an exact nearest-centroid search of every row (blocked BLAS on all of
     faiss's OpenMP threads) plus a centroid update: time ~ ``len(x) * k * dim * iters``."""
-    import faiss
-
+    faiss = _faiss()
     if k == len(x):
         # Every point is its own cluster; faiss would only shuffle them.
         centroids = x.copy()
@@ -621,6 +624,32 @@ def _kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> np.ndarray:
             kmeans.train(x)
         centroids = np.array(kmeans.centroids, dtype=np.float32)
     return _l2_normalise(centroids)
+
+
+def _faiss() -> ModuleType:
+    """The faiss module, imported so that the OpenBLAS bundled with faiss-cpu's wheels runs
+    kernels for the CPU's vector instructions.
+
+    That OpenBLAS (0.3.15 in faiss-cpu 1.15) picks its kernels by CPU model when it loads, and on
+    models newer than itself it falls back to its SSE3 kernels: on a 2-core Xeon (model 207, no
+    AMX exposed) its products ran at 36-57 GFLOP/s where SkylakeX's AVX-512 kernels run at
+    83-169 and torch's at 115, so k-means and the assignment took 2-3x their time. Unless the
+    user has chosen a core (``OPENBLAS_CORETYPE``), the first import sets it from torch's CPU
+    capability (AVX-512 -> SkylakeX, AVX2 -> Haswell: those kernels' instruction sets) and
+    removes it again, so no other library sees it; elsewhere OpenBLAS's own choice stands."""
+    if "faiss" in sys.modules:
+        return sys.modules["faiss"]
+    core = _OPENBLAS_CORES.get(torch.backends.cpu.get_cpu_capability())
+    if core is None or "OPENBLAS_CORETYPE" in os.environ:
+        import faiss
+
+        return faiss
+    os.environ["OPENBLAS_CORETYPE"] = core
+    try:
+        import faiss
+    finally:
+        del os.environ["OPENBLAS_CORETYPE"]
+    return faiss
 
 
 @contextmanager

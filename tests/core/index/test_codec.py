@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from jacolbert_core.index import codec as codec_module
 from jacolbert_core.index.codec import ResidualCodec, default_num_centroids, residual_buckets
@@ -346,9 +350,7 @@ def test_codes_equal_brute_force_argmax(
 def test_faiss_blocks_apply_inside_and_are_restored(
     codecs: dict[int, ResidualCodec], queries: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import faiss
-
-    cvar = faiss.cvar
+    cvar = codec_module._faiss().cvar
     before = (cvar.distance_compute_blas_query_bs, cvar.distance_compute_blas_database_bs)
     # blocks far smaller than the data: assignment reduces over several blocks each way
     monkeypatch.setattr(codec_module, "_FAISS_BLOCKS", (5, 7))
@@ -601,3 +603,43 @@ def test_train_rejects_non_finite_samples(sample: np.ndarray, bad: list[float]) 
     broken[7, : len(bad)] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
         ResidualCodec.train(broken, 2, 8)
+
+
+_CORE_PROBE = """
+import ctypes, glob, json, os
+from jacolbert_core.index import codec
+faiss = codec._faiss()
+folder = os.path.join(os.path.dirname(os.path.dirname(faiss.__file__)), "faiss_cpu.libs")
+libs = glob.glob(os.path.join(folder, "libopenblas*"))
+core = None
+if libs:
+    lib = ctypes.CDLL(libs[0])
+    lib.openblas_get_corename.restype = ctypes.c_char_p
+    core = lib.openblas_get_corename().decode()
+print(json.dumps({"core": core, "env": os.environ.get("OPENBLAS_CORETYPE")}))
+"""
+
+
+def _faiss_openblas_core(env: dict[str, str]) -> dict:
+    """The kernel set ("core") that faiss's bundled OpenBLAS runs in a fresh process that
+    imports faiss through the codec, and OPENBLAS_CORETYPE there afterwards."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CORE_PROBE], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_faiss_openblas_runs_the_kernels_of_the_cpu() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    seen = _faiss_openblas_core(env)
+    if seen["core"] is None:
+        pytest.skip("this faiss has no bundled OpenBLAS")
+    assert seen["env"] is None  # set for faiss's import only
+    expected = codec_module._OPENBLAS_CORES.get(torch.backends.cpu.get_cpu_capability())
+    if expected is not None:
+        assert seen["core"] == expected
+    # a core the user chose stands
+    assert _faiss_openblas_core({**env, "OPENBLAS_CORETYPE": "Prescott"}) == {
+        "core": "Prescott",
+        "env": "Prescott",
+    }

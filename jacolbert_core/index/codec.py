@@ -630,26 +630,25 @@ def _faiss() -> ModuleType:
     """The faiss module, imported so that the OpenBLAS bundled with faiss-cpu's wheels runs
     kernels for the CPU's vector instructions.
 
-    That OpenBLAS (0.3.15 in faiss-cpu 1.15) picks its kernels by CPU model when it loads, and on
-    models newer than itself it falls back to its SSE3 kernels: on a 2-core Xeon (model 207, no
-    AMX exposed) its products ran at 36-57 GFLOP/s where SkylakeX's AVX-512 kernels run at
-    83-169 and torch's at 115: indexing 5k passages, k-means took 32 s instead of 6, the
-    assignment 39 s instead of 9. Unless the
-    user has chosen a core (``OPENBLAS_CORETYPE``), the first import sets it from torch's CPU
-    capability (AVX-512 -> SkylakeX, AVX2 -> Haswell: those kernels' instruction sets) and
-    removes it again, so no other library sees it; elsewhere OpenBLAS's own choice stands."""
+    That OpenBLAS (0.3.15 in faiss-cpu 1.15) picks its kernels by CPU model when it loads, and
+    on models newer than itself it falls back to its SSE3 kernels: on a 2-core Xeon (model
+    207, no AMX exposed) its products ran at 36-57 GFLOP/s where SkylakeX's AVX-512 kernels
+    run at 83-169 and torch's at 115; indexing 5k passages, k-means took 32 s instead of 6,
+    the assignment 39 s instead of 9. Unless the user has chosen a core
+    (``OPENBLAS_CORETYPE``), the first import sets it from torch's CPU capability (AVX-512 ->
+    SkylakeX, AVX2 -> Haswell: those kernels' instruction sets) and removes it again, so no
+    other library sees it; elsewhere OpenBLAS's own choice stands."""
     if "faiss" in sys.modules:
         return sys.modules["faiss"]
     core = _OPENBLAS_CORES.get(torch.backends.cpu.get_cpu_capability())
-    if core is None or "OPENBLAS_CORETYPE" in os.environ:
-        import faiss
-
-        return faiss
-    os.environ["OPENBLAS_CORETYPE"] = core
+    override = core is not None and "OPENBLAS_CORETYPE" not in os.environ
+    if override:
+        os.environ["OPENBLAS_CORETYPE"] = core
     try:
         import faiss
     finally:
-        del os.environ["OPENBLAS_CORETYPE"]
+        if override:
+            del os.environ["OPENBLAS_CORETYPE"]
     return faiss
 
 

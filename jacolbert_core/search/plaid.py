@@ -685,10 +685,11 @@ def _sum_of_run_maxima(scores: torch.Tensor, codes: np.ndarray, ends: np.ndarray
     ``index_select`` + ``scatter_reduce`` 4096 rows at a time (100k passages, k=10): stage 2
     1.5 -> 1.15 ms, stage 3 0.62 -> 0.20 ms, same results; in stage 4 (its ``[tokens, q]``
     scores and ``codes = arange(tokens)``, against a ``scatter_reduce`` per 1024 rows) 1.85 ->
-    1.70 ms."""
+    1.70 ms. Its indices are int32 (a block holds far fewer than 2^31 codes): half the
+    temporaries of int64 ones, and a slightly faster product."""
     incidence = torch.sparse_csr_tensor(
-        torch.from_numpy(ends),
-        torch.from_numpy(codes.astype(np.int64)),
+        torch.from_numpy(ends.astype(np.int32)),
+        torch.from_numpy(codes.astype(np.int32, copy=False)),
         torch.ones(len(codes)),
         size=(len(ends) - 1, len(scores)),
     )
@@ -719,7 +720,7 @@ def _exact(
         ends = np.zeros(hi - lo + 1, dtype=np.int64)
         np.cumsum(lengths[lo:hi], out=ends[1:])
         scores = _token_scores(vectors, query_t, len(rows))
-        out[lo:hi] = _sum_of_run_maxima(scores, np.arange(len(rows)), ends)
+        out[lo:hi] = _sum_of_run_maxima(scores, np.arange(len(rows), dtype=np.int32), ends)
     return out
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_search.py [--passages 100000] [--queries 16] [--nbits 2 1 4]
         [--params 2,0.45,1024 ...] [--reference-python /root/venvs/colbert/bin/python]
-        [--rounds 3]
+        [--rounds 5]
 
 Reports, for nbits 2, 1 and 4, at the default parameters for k=10 and at the high-recall
 preset: p50/p95 wall-clock latency and p50 process CPU time of ``probe`` + ``search_segment``
@@ -25,7 +25,7 @@ the same centroids, bucket cut-offs and weights, average residual, codes, residu
 and inverted file) and ``benchmarks/reference_colbert.py`` (mode ``search_vectors``) runs
 colbert-ai's ``Searcher.dense_search`` on it with the SAME synthetic query vectors, at the
 k=10 defaults and at every other setting measured here. Our timing and colbert-ai's run
-alternate ``--rounds`` times (default 3) and each side's latencies are pooled over its rounds,
+alternate ``--rounds`` times (default 5) and each side's latencies are pooled over its rounds,
 so that drift of a shared machine falls on both alike. colbert-ai's Searcher needs a
 checkpoint: a tiny one (``jacolbert_core.testing.make_tiny_checkpoint``, dim 128) serves both
 libraries for the query-encoding timings (one sample query text per call; ours
@@ -789,9 +789,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="with a reference: alternate our timing and colbert-ai's run this many times and "
-        "pool each side's latencies (drift of a shared machine then falls on both alike)",
+        "pool each side's latencies (drift of a shared machine then falls on both alike; each "
+        "process also runs at a speed of its own, +-15%% between runs on a 2-core VM, so a "
+        "pooled ratio over 3 rounds moved between 0.43 and 0.60 where per-process pairs gave "
+        "0.43-0.49)",
     )
     parser.add_argument("--nbits", type=int, nargs="+", default=[2, 1, 4])
     parser.add_argument("--seed", type=int, default=0)

@@ -144,7 +144,6 @@ def test_truncated_ivf_is_reported(tmp_path):
         Segment.load(tmp_path / "s", "s", 0, files)
 
 
-
 def test_negative_passage_lengths_are_reported(tmp_path):
     """Lengths that still sum to the token count but would send search outside its rows."""
     from jacolbert_core.index.segment import CorruptIndexError
@@ -156,6 +155,7 @@ def test_negative_passage_lengths_are_reported(tmp_path):
     np.save(tmp_path / "s" / "doclens.npy", bad)
     with pytest.raises(CorruptIndexError, match="negative passage lengths"):
         Segment.load(tmp_path / "s", "s", 0, files)
+
 
 def test_index_reads_old_segments_and_reports_bytes_per_vector(make_index, queries):
     index = make_index()

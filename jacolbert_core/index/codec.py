@@ -194,6 +194,12 @@ def row_norms(x: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", x, x))
 
 
+def divisor_norms(rows: torch.Tensor) -> torch.Tensor:
+    """L2 norms of the rows of ``rows [n, D]``, at least 1e-12, ``[n, 1]``: the divisors that
+    L2-normalise decompressed vectors as the reference does."""
+    return torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_(min=1e-12)
+
+
 def _l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in place (rows of norm < eps are divided by eps)."""
     norms = row_norms(x)
@@ -509,14 +515,20 @@ class ResidualCodec:
         return self.decompress_unchecked(codes_arr, packed)
 
     def decompress_unchecked(
-        self, codes: np.ndarray, residuals: np.ndarray, out: np.ndarray | None = None
+        self,
+        codes: np.ndarray,
+        residuals: np.ndarray,
+        out: np.ndarray | None = None,
+        normalise: bool = True,
     ) -> np.ndarray:
         """:meth:`decompress` without its argument checks, for rows read from a segment of
         this codec (integer ``codes [n]``, uint8 ``residuals [n, bytes_per_vector]``); an
         out-of-range code still raises (torch's gather checks it). Search decompresses a few
         thousand rows a query, where the checks cost ~15% of the work. With ``out`` (float32
         ``[>= n, D]``, C-contiguous) the vectors are written into its first n rows, which are
-        returned, all n in one step (the caller bounds n)."""
+        returned, all n in one step (the caller bounds n). With ``normalise=False`` the rows
+        are ``centroids[codes] + bucket_weights[buckets]`` before their L2 normalisation (search
+        divides their scores by the norms instead: a ``[n, q]`` division, not a ``[n, D]`` one)."""
         n = len(residuals)
         step = _DECOMPRESS_CHUNK if out is None else max(n, 1)  # rows added per round
         if out is None:
@@ -544,7 +556,8 @@ class ResidualCodec:
             stop = min(start + step, n)
             block = result[start:stop]
             block += centroids.index_select(0, torch.from_numpy(codes[start:stop]).long())
-            block /= torch.linalg.vector_norm(block, dim=1, keepdim=True).clamp_(min=1e-12)
+            if normalise:
+                block /= divisor_norms(block)
         return out
 
     def _check_packed(self, residuals: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ Passage ``i`` of a segment has the global passage number ``pid_base + i``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -48,19 +49,28 @@ class CorruptIndexError(JaColBERTError):
     """An index file is missing, truncated or does not match its checksum."""
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values of a 1-D integer array, ascending; ``values`` is sorted in place.
+
+    A sort and a comparison of neighbours: ``np.unique``'s hash path was ~15x slower on IVF
+    keys, and 11x on the ~1.7k passage numbers of a query's probed lists (18 against 207 us;
+    a bool mask over 100k passages and its ``flatnonzero``: 70 us)."""
+    values.sort()
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
 def ivf_keys(codes: np.ndarray, doclens: np.ndarray) -> np.ndarray:
     """Sorted unique ``centroid * P + local passage`` keys (int64) of a segment's tokens."""
     n_passages = max(len(doclens), 1)
     passage_of_token = np.repeat(np.arange(len(doclens), dtype=np.int64), doclens)
     keys = codes.astype(np.int64) * n_passages + passage_of_token
     del passage_of_token
-    keys.sort()  # sort + dedup: np.unique's hash path was measured ~15x slower here
-    if len(keys) > 1:
-        keep = np.empty(len(keys), dtype=bool)
-        keep[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-        keys = keys[keep]
-    return keys
+    return sorted_unique(keys)
 
 
 def _low_bits(n_centroids: int, n_passages: int, n_entries: int) -> int:
@@ -174,7 +184,7 @@ def _read_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if rows.min() < 0 or rows.max() >= len(array):
         raise IndexError(f"rows out of range for an array of {len(array)} rows")
     out = np.empty((len(rows), *array.shape[1:]), dtype=array.dtype)
-    row_bytes = array.dtype.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))
+    row_bytes = array.dtype.itemsize * math.prod(array.shape[1:])
     flat = out.reshape(-1).view(np.uint8)
     starts = np.concatenate([[0], cut]).tolist()
     ends = [*cut.tolist(), len(rows)]

@@ -43,8 +43,8 @@ from functools import cached_property, partial
 import numpy as np
 import torch
 
-from jacolbert_core.index.codec import ResidualCodec, quantise_rows, row_norms
-from jacolbert_core.index.segment import Segment, ranges
+from jacolbert_core.index.codec import ResidualCodec, divisor_norms, quantise_rows, row_norms
+from jacolbert_core.index.segment import Segment, ranges, sorted_unique
 
 __all__ = [
     "EXHAUSTIVE_MAX_TOKENS",
@@ -541,12 +541,8 @@ def candidates(
             f"cells must lie in [0, {segment.n_centroids}), the segment's IVF centroids; "
             "was the segment built with this codec?"
         )
-    entries = segment.ivf_passages(cells)
-    hit = np.zeros(segment.n_passages, dtype=bool)
-    hit[entries] = True
-    if allowed is not None:
-        hit &= allowed
-    return np.flatnonzero(hit)
+    pids = sorted_unique(segment.ivf_passages(cells))
+    return pids if allowed is None else pids[allowed[pids]]
 
 
 def approximate_scores(
@@ -611,7 +607,8 @@ def _rescore_best(
         return probe_cells(scores, ncells)
     nth = (maxima.amax(dim=0) if ncells == 1 else maxima.topk(ncells, dim=0).values[-1]).numpy()
     floor = nth - 2 * error  # [q]
-    blocks, cols = np.nonzero(maxima.numpy() >= floor)
+    # flat positions and a divmod: np.nonzero of the 2-D mask took ~50 us more
+    blocks, cols = np.divmod(np.flatnonzero(maxima.numpy() >= floor), n_query)
     rows = (blocks[:, None] * _PROBE_BLOCK + np.arange(_PROBE_BLOCK)).ravel()
     cols = np.repeat(cols, _PROBE_BLOCK)
     inside = rows < n_centroids  # the last block may be short
@@ -740,11 +737,16 @@ class _Buffers(threading.local):
 _BUFFERS = _Buffers()
 
 
-def _stored_rows(vectors: np.ndarray, a: int, b: int, out: np.ndarray) -> torch.Tensor:
+# Rows of token vectors as _token_scores reads them: float32 [rows, D], and the [rows, 1]
+# divisors of their scores (None: none).
+_Rows = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _stored_rows(vectors: np.ndarray, a: int, b: int, out: np.ndarray) -> _Rows:
     """Rows ``a:b`` of stored float16 vectors, as float32, written into ``out``."""
     rows = out[: b - a]
     np.copyto(rows, vectors[a:b])
-    return torch.from_numpy(rows)
+    return torch.from_numpy(rows), None
 
 
 def _decompressed_rows(
@@ -754,22 +756,29 @@ def _decompressed_rows(
     a: int,
     b: int,
     out: np.ndarray,
-) -> torch.Tensor:
-    """Rows ``a:b``, decompressed into ``out``."""
-    return torch.from_numpy(codec.decompress_unchecked(codes[a:b], residuals[a:b], out))
+) -> _Rows:
+    """Rows ``a:b``, decompressed into ``out`` but not normalised, and their norms: dividing
+    the ``[rows, q]`` scores by them is cheaper than dividing the ``[rows, D]`` vectors
+    (stage 4 at 100k passages: -0.1 ms), and equal up to float32 rounding."""
+    rows = codec.decompress_unchecked(codes[a:b], residuals[a:b], out, normalise=False)
+    vectors = torch.from_numpy(rows)
+    return vectors, divisor_norms(vectors)
 
 
 def _token_scores(
-    vectors: Callable[[int, int, np.ndarray], torch.Tensor], query_t: torch.Tensor, n_rows: int
+    vectors: Callable[[int, int, np.ndarray], _Rows], query_t: torch.Tensor, n_rows: int
 ) -> torch.Tensor:
     """``[n_rows, q]`` exact token scores against ``query_t [D, q]``, ``vectors(a, b, out)``
-    giving the float32 vectors of rows ``a:b`` (in ``out``); the rows go through the thread's
-    buffer (:class:`_Buffers`) ``_DECOMPRESS_ROWS`` at a time."""
+    giving the rows ``a:b`` (in ``out``); the rows go through the thread's buffer
+    (:class:`_Buffers`) ``_DECOMPRESS_ROWS`` at a time."""
     buffer = _BUFFERS.vectors_for(query_t.shape[0])
     scores = torch.empty(n_rows, query_t.shape[1])
     for a in range(0, n_rows, len(buffer)):
         b = min(a + len(buffer), n_rows)
-        torch.mm(vectors(a, b, buffer), query_t, out=scores[a:b])
+        rows, divisors = vectors(a, b, buffer)
+        torch.mm(rows, query_t, out=scores[a:b])
+        if divisors is not None:
+            scores[a:b] /= divisors
     return scores
 
 

@@ -14,7 +14,12 @@ import pytest
 import torch
 
 from jacolbert_core.index import codec as codec_module
-from jacolbert_core.index.codec import ResidualCodec, default_num_centroids, residual_buckets
+from jacolbert_core.index.codec import (
+    ResidualCodec,
+    default_num_centroids,
+    divisor_norms,
+    residual_buckets,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 NBITS = (1, 2, 4)
@@ -595,6 +600,18 @@ def test_decompress_unchecked_equals_decompress(
     bad[3] = codecs[4].num_centroids
     with pytest.raises(IndexError):  # unchecked, but not unsafe
         codecs[4].decompress_unchecked(bad, packed)
+
+
+def test_decompress_unchecked_without_normalising(
+    codecs: dict[int, ResidualCodec], queries: np.ndarray
+) -> None:
+    for nbits, codec in codecs.items():
+        codes, packed = codec.compress(queries)
+        raw = codec.decompress_unchecked(codes, packed, normalise=False)
+        expected = codec.centroids[codes].astype(np.float32) + codec.decompress_residuals(packed)
+        np.testing.assert_array_equal(raw, expected, err_msg=f"nbits={nbits}")
+        unit = raw / divisor_norms(torch.from_numpy(raw)).numpy()
+        np.testing.assert_allclose(unit, codec.decompress(codes, packed), rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("bad", [[np.nan], [np.inf], [np.inf, -np.inf]])

@@ -16,6 +16,7 @@ from jacolbert_core.index.segment import (
     encode_ivf,
     file_digest,
     ivf_keys,
+    sorted_unique,
 )
 
 
@@ -85,6 +86,12 @@ def test_ivf_keys_are_sorted_unique():
     codes = rng.integers(0, 30, int(doclens.sum()))
     passage = np.repeat(np.arange(200), doclens)
     np.testing.assert_array_equal(ivf_keys(codes, doclens), np.unique(codes * 200 + passage))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 500])
+def test_sorted_unique(n):
+    values = np.random.default_rng(n).integers(0, 50, n)
+    np.testing.assert_array_equal(sorted_unique(values.copy()), np.unique(values))
 
 
 def segment_data(seed=0, n_passages=120, n_centroids=256, dim_bytes=32):

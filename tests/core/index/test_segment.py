@@ -11,6 +11,7 @@ import pytest
 from jacolbert_core.index import manifest as manifests
 from jacolbert_core.index.index import SEGMENTS_DIR, Index
 from jacolbert_core.index.segment import (
+    CorruptIndexError,
     Segment,
     decode_ivf,
     encode_ivf,
@@ -141,8 +142,6 @@ def test_many_centroids_keep_int32_codes(tmp_path):
 
 
 def test_truncated_ivf_is_reported(tmp_path):
-    from jacolbert_core.index.segment import CorruptIndexError
-
     codes, residuals, doclens = segment_data()
     files = Segment.write(tmp_path / "s", codes, residuals, doclens, 256)
     ivf = np.load(tmp_path / "s" / "ivf.npy")
@@ -153,8 +152,6 @@ def test_truncated_ivf_is_reported(tmp_path):
 
 def test_negative_passage_lengths_are_reported(tmp_path):
     """Lengths that still sum to the token count but would send search outside its rows."""
-    from jacolbert_core.index.segment import CorruptIndexError
-
     codes, residuals, doclens = segment_data()
     files = Segment.write(tmp_path / "s", codes, residuals, doclens, 256)
     bad = np.asarray(doclens, dtype=np.int32).copy()
